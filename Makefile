@@ -1,0 +1,59 @@
+# Developer entry points. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+# Browser tests drive the system's /usr/bin/chromium; never download Playwright's own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+
+.PHONY: venv demo browsers lint types test-fast test docs
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "error: $(PYTHON) is older than 3.11; run make PYTHON=python3.11" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# Stamps make repeated runs instant; they are rebuilt when pyproject.toml changes.
+$(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[dev,docs]'
+	touch $(VENV)/.stamp-base $@
+
+$(VENV)/.stamp-base: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+venv: $(VENV)/.stamp-dev
+
+demo: $(VENV)/.stamp-base
+	$(BIN)/python examples/demo.py
+
+browsers:
+	@if [ -x /usr/bin/chromium ] && command -v firefox-esr >/dev/null; then \
+		echo "browsers: chromium and firefox-esr present"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium firefox-esr; \
+	else \
+		echo "warning: chromium/firefox-esr missing and not root: browser tests will be skipped" >&2; \
+	fi
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+types: venv
+	$(BIN)/mypy --strict src
+
+test-fast: venv
+	$(BIN)/pytest -m "not browser and not slow" $(PYTEST_ARGS)
+
+docs: venv
+	$(BIN)/mkdocs build --strict
+
+test: browsers lint types
+	$(BIN)/pytest $(PYTEST_ARGS)
+	$(MAKE) docs
