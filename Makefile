@@ -10,6 +10,8 @@ PYTEST_ARGS ?=
 
 # Browser tests drive the system's /usr/bin/chromium; never download Playwright's own.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+# Silences the mkdocs-material end-of-life banner in build output.
+export NO_MKDOCS_2_WARNING := 1
 
 .PHONY: venv demo browsers lint types test-fast test docs
 
