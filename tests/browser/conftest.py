@@ -7,15 +7,12 @@ fixtures here are synchronous and session-scoped, and tests can use any event lo
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from harness import (  # noqa: E402
+from .harness import (
     Browser,
     ChromiumBrowser,
     FirefoxBrowser,

@@ -135,6 +135,19 @@ FIREFOX_DEFAULT_PREFS: dict[str, bool | int | str] = {
     "network.trr.mode": 5,
     "security.OCSP.enabled": 0,
     "browser.topsites.contile.enabled": False,
+    "services.settings.server": "data:,#remote-settings-dummy/v1",
+    "messaging-system.rsexperimentloader.enabled": False,
+    "app.normandy.api_url": "",
+    "extensions.systemAddon.update.enabled": False,
+    "extensions.systemAddon.update.url": "",
+    "extensions.getAddons.discovery.api_url": "",
+    "media.gmp-manager.url": "",
+    "dom.push.connection.enabled": False,
+    "identity.fxaccounts.enabled": False,
+    "browser.backup.scheduled.enabled": False,
+    "browser.translations.enable": False,
+    "toolkit.telemetry.reportingpolicy.firstRun": False,
+    "toolkit.coverage.endpoint.base": "",
     "browser.discovery.enabled": False,
     "geo.provider.network.url": "",
     # Page console on stdout (ends up in the failure message).
@@ -406,7 +419,7 @@ class PageServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._handlers.add(task)  # type: ignore[arg-type]
+        self._handlers.add(task)
         try:
             async with asyncio.timeout(15):
                 request_line = await reader.readline()
@@ -434,7 +447,7 @@ class PageServer:
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, ValueError):
             pass
         finally:
-            self._handlers.discard(task)  # type: ignore[arg-type]
+            self._handlers.discard(task)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -652,7 +665,8 @@ async def _kill_group(proc: subprocess.Popen[bytes], grace: float = 3.0) -> None
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, sig)
         deadline = time.monotonic() + wait
-        while proc.poll() is None and time.monotonic() < deadline:
+        # Popen has no awaitable wait(); poll briefly instead of blocking the loop.
+        while proc.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         if proc.poll() is not None:
             break
@@ -736,8 +750,9 @@ class FirefoxBrowser(Browser):
             "MOZ_CRASHREPORTER_DISABLE": "1",
             "MOZ_DISABLE_AUTO_SAFE_MODE": "1",
         }
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
+        # Opening a local file and fork/exec are quick; no need for a thread.
+        with open(log_path, "wb") as log:  # noqa: ASYNC230
+            proc = subprocess.Popen(  # noqa: ASYNC220
                 [self.executable, "--headless", "--no-remote", "--profile", str(profile), url],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -1,0 +1,1 @@
+"""Real-browser tests (headless Chromium and Firefox ESR); see README.md."""
