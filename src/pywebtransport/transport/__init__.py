@@ -1,0 +1,17 @@
+"""The transport layer: connections, sessions, streams and their managers on aioquic."""
+
+from .connection import WebTransportConnection
+from .manager import ConnectionManager, SessionManager
+from .session import SessionCloseInfo, WebTransportSession
+from .stream import WebTransportReceiveStream, WebTransportSendStream, WebTransportStream
+
+__all__ = [
+    "ConnectionManager",
+    "SessionCloseInfo",
+    "SessionManager",
+    "WebTransportConnection",
+    "WebTransportReceiveStream",
+    "WebTransportSendStream",
+    "WebTransportSession",
+    "WebTransportStream",
+]

@@ -1,0 +1,796 @@
+"""`WebTransportConnection`: one QUIC connection carrying WebTransport sessions.
+
+This module only pumps: datagrams in, `WebTransportProtocol` events out to
+sessions and streams, bytes transmitted at most once per loop iteration. The
+protocol logic itself lives in `_protocol.py`, free of asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.quic import events as qe
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import QuicFrameType
+from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.stream import QuicStream
+
+from ..shared.config import ClientConfig, ServerConfig
+from ..shared.constants import ErrorCodes
+from ..shared.events import EventEmitter, EventType
+from ..shared.exceptions import ConnectionError, SessionClosedError, StreamError, TimeoutError
+from ..shared.types import Address, ConnectionState
+from . import _protocol as wp
+from .session import SessionCloseInfo, WebTransportSession
+from .stream import WebTransportReceiveStream, WebTransportSendStream, WebTransportStream
+
+__all__ = ["WebTransportConnection"]
+
+logger = logging.getLogger("pywebtransport.connection")
+
+_handles = itertools.count(1)
+_MAX_STREAM_DATA_FRAME_CAPACITY = 1 + 8 + 8
+
+AnyStream = WebTransportReceiveStream | WebTransportSendStream
+
+
+class _QuicConnection(QuicConnection):
+    """`QuicConnection` whose WebTransport streams get credit as the application reads.
+
+    aioquic doubles a stream's receive window whenever half of it has
+    arrived, whatever the application consumed, so a slow reader would buffer
+    without bound. For streams registered in `consumed`, the window instead
+    ends `stream_window` bytes past what the reader took.
+    """
+
+    stream_window: int
+    consumed: dict[int, int]
+
+    def _write_stream_limits(
+        self, builder: QuicPacketBuilder, space: Any, stream: QuicStream
+    ) -> None:
+        consumed = self.consumed.get(stream.stream_id)  # type: ignore[arg-type]
+        if consumed is None:
+            super()._write_stream_limits(builder, space, stream)
+            return
+        target = consumed + self.stream_window
+        # Re-credit in steps of half a window so MAX_STREAM_DATA frames stay rare.
+        if target - stream.max_stream_data_local >= self.stream_window // 2:
+            stream.max_stream_data_local = target
+        if stream.max_stream_data_local_sent != stream.max_stream_data_local:
+            buf = builder.start_frame(
+                QuicFrameType.MAX_STREAM_DATA,
+                capacity=_MAX_STREAM_DATA_FRAME_CAPACITY,
+                handler=self._on_max_stream_data_delivery,
+                handler_args=(stream,),
+            )
+            buf.push_uint_var(stream.stream_id)  # type: ignore[arg-type]
+            buf.push_uint_var(stream.max_stream_data_local)
+            stream.max_stream_data_local_sent = stream.max_stream_data_local
+
+
+class _Pump(QuicConnectionProtocol):
+    """The asyncio datagram protocol of one connection."""
+
+    owner: WebTransportConnection
+
+    def quic_event_received(self, event: qe.QuicEvent) -> None:
+        self.owner._on_quic_event(event)
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        self._quic.receive_datagram(cast(bytes, data), addr, now=self._loop.time())
+        self._process_events()
+        owner = self.owner
+        if owner._blocked:
+            owner._wake_blocked()
+        self.transmit()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._on_transport_lost()
+
+
+def build_quic_configuration(
+    config: ClientConfig | ServerConfig, *, is_client: bool, server_name: str | None = None
+) -> QuicConfiguration:
+    """Translate a pywebtransport config into aioquic's `QuicConfiguration`.
+
+    Args:
+        config: The client or server configuration.
+        is_client: Which side the connection is.
+        server_name: SNI / verification name (client).
+
+    Returns:
+        The aioquic configuration (certificates are loaded by the caller).
+    """
+    quic_config = QuicConfiguration(
+        is_client=is_client,
+        alpn_protocols=list(config.alpn_protocols),
+        congestion_control_algorithm=config.congestion_control_algorithm,
+        idle_timeout=config.connection_idle_timeout,
+        max_data=config.quic_receive_window,
+        max_stream_data=config.quic_stream_receive_window,
+        max_datagram_size=config.max_datagram_size,
+        max_datagram_frame_size=65536,
+        server_name=server_name,
+        verify_mode=config.verify_mode,
+    )
+    if config.secrets_log_file:
+        quic_config.secrets_log_file = open(config.secrets_log_file, "a")  # noqa: SIM115
+    if config.qlog_dir:
+        from aioquic.quic.logger import QuicFileLogger
+
+        quic_config.quic_logger = QuicFileLogger(config.qlog_dir)
+    return quic_config
+
+
+def adopt_quic_connection(quic: QuicConnection, config: ClientConfig | ServerConfig) -> None:
+    """Give a fresh `QuicConnection` the library's flow control and stream limits.
+
+    aioquic's server creates its `QuicConnection` objects itself, so instead of
+    constructing a subclass the class of the new object is switched to
+    `_QuicConnection` (which adds no constructor state beyond the two fields
+    set here) before any packet is processed.
+
+    Args:
+        quic: A connection that has not sent or received anything yet.
+        config: The pywebtransport configuration.
+    """
+    quic.__class__ = _QuicConnection
+    adopted = cast(_QuicConnection, quic)
+    adopted.stream_window = config.quic_stream_receive_window
+    adopted.consumed = {}
+    # aioquic hard-codes 128 concurrent peer streams; apply the configured limits.
+    quic._local_max_streams_bidi.value = config.quic_max_concurrent_bidi_streams
+    quic._local_max_streams_uni.value = config.quic_max_concurrent_uni_streams
+
+
+class WebTransportConnection:
+    """One QUIC connection and the WebTransport sessions it carries.
+
+    Created by `WebTransportClient` and `WebTransportServer`; users reach it
+    as `session.connection`.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: ClientConfig | ServerConfig,
+        quic: QuicConnection,
+        pump: _Pump,
+        max_sessions: int,
+    ) -> None:
+        self._config = config
+        self._quic = quic
+        self._pump = pump
+        pump.owner = self
+        self._loop = asyncio.get_running_loop()
+        self._protocol = wp.WebTransportProtocol(
+            quic,
+            max_sessions=max_sessions,
+            max_capsule_size=config.max_capsule_size,
+        )
+        self._credit = cast(_QuicConnection, quic).consumed
+        self._streams: dict[int, AnyStream] = {}
+        self._sessions: dict[int, WebTransportSession] = {}
+        self._blocked: set[WebTransportSendStream] = set()
+        self._credit_waiters: list[asyncio.Future[None]] = []
+        self._settings: asyncio.Future[dict[int, int]] = self._loop.create_future()
+        self._connected: asyncio.Future[None] = self._loop.create_future()
+        self._terminated: asyncio.Future[None] = self._loop.create_future()
+        self._state = ConnectionState.CONNECTING
+        self._close_reason: tuple[int, str] | None = None
+        self._handle = next(_handles)
+        self._events = EventEmitter(max_listeners=config.max_event_listeners)
+        self._created_at = time.monotonic()
+        self._last_activity = self._created_at
+        self.on_session_request: Callable[[WebTransportSession], None] | None = None
+        """Server side: called for each CONNECT request with the pending session."""
+        self.on_session_closed: Callable[[WebTransportSession], None] | None = None
+        """Called when any session of this connection closes."""
+        self.on_closed: Callable[[WebTransportConnection], None] | None = None
+        """Called once when the connection has terminated."""
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def config(self) -> ClientConfig | ServerConfig:
+        """The configuration this connection was made with."""
+        return self._config
+
+    @property
+    def handle(self) -> int:
+        """A process-unique number identifying this connection."""
+        return self._handle
+
+    @property
+    def is_client(self) -> bool:
+        """True on the client side."""
+        return self._protocol.is_client
+
+    @property
+    def state(self) -> ConnectionState:
+        """The connection's state."""
+        return self._state
+
+    @property
+    def is_connected(self) -> bool:
+        """True while the connection is up."""
+        return self._state is ConnectionState.CONNECTED
+
+    @property
+    def is_closing(self) -> bool:
+        """True while the connection is closing."""
+        return self._state is ConnectionState.CLOSING
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the connection has terminated."""
+        return self._state is ConnectionState.CLOSED
+
+    @property
+    def events(self) -> EventEmitter:
+        """Connection events (`CONNECTION_CLOSED`)."""
+        return self._events
+
+    @property
+    def remote_address(self) -> Address | None:
+        """The peer's address."""
+        addr = self._quic.get_peer_address() if hasattr(self._quic, "get_peer_address") else None
+        if addr is None and self._quic._network_paths:
+            addr = self._quic._network_paths[0].addr
+        return (str(addr[0]), int(addr[1])) if addr else None
+
+    @property
+    def local_address(self) -> Address | None:
+        """The local socket address."""
+        transport = self._pump._transport
+        if transport is None:
+            return None
+        sockname = transport.get_extra_info("sockname")
+        return (str(sockname[0]), int(sockname[1])) if sockname else None
+
+    @property
+    def sessions(self) -> list[WebTransportSession]:
+        """The sessions open (or being opened) on this connection."""
+        return list(self._sessions.values())
+
+    def get_all_sessions(self) -> list[WebTransportSession]:
+        """Return the sessions on this connection.
+
+        Returns:
+            The sessions.
+        """
+        return self.sessions
+
+    @property
+    def idle_for(self) -> float:
+        """Seconds since this connection last carried a session or opened one."""
+        if self._sessions:
+            return 0.0
+        return time.monotonic() - self._last_activity
+
+    @property
+    def close_reason(self) -> tuple[int, str] | None:
+        """The (error code, reason) the connection closed with, once closed."""
+        return self._close_reason
+
+    def get_stats(self) -> dict[str, Any]:
+        """Return RTT, byte and packet statistics.
+
+        Returns:
+            `rtt_smoothed`, `rtt_min`, `rtt_latest` (seconds), `bytes_sent`,
+            `bytes_received`, `packets_sent`, `packets_lost`, `sessions`, `streams`,
+            `uptime`.
+        """
+        quic = self._quic
+        recovery = quic._loss
+        paths = quic._network_paths
+        rtt_min = recovery._rtt_min
+        return {
+            "rtt_smoothed": recovery._rtt_smoothed,
+            "rtt_min": None if rtt_min == float("inf") else rtt_min,
+            "rtt_latest": recovery._rtt_latest,
+            "bytes_sent": sum(p.bytes_sent for p in paths),
+            "bytes_received": sum(p.bytes_received for p in paths),
+            "packets_sent": quic._packet_number,
+            "packets_lost": getattr(recovery, "_packets_lost", None),
+            "congestion_window": getattr(recovery._cc, "congestion_window", None),
+            "sessions": len(self._sessions),
+            "streams": len(self._streams),
+            "uptime": time.monotonic() - self._created_at,
+        }
+
+    async def diagnostics(self) -> dict[str, Any]:
+        """Return `get_stats()` plus state and addresses.
+
+        Returns:
+            A snapshot of the connection.
+        """
+        return {
+            "handle": self._handle,
+            "state": self._state.value,
+            "remote_address": self.remote_address,
+            "local_address": self.local_address,
+            "dialect": self._protocol.dialect.name,
+            **self.get_stats(),
+        }
+
+    # ------------------------------------------------------------------ I/O plumbing
+
+    def _transmit_soon(self) -> None:
+        self._pump._transmit_soon()
+
+    def _send(self, stream_id: int, data: memoryview | bytes, end_stream: bool) -> None:
+        self._quic.send_stream_data(stream_id, data, end_stream)  # type: ignore[arg-type]
+        self._pump._transmit_soon()
+
+    def _send_buffered(self, stream_id: int) -> int:
+        stream = self._quic._streams.get(stream_id)
+        if stream is None:
+            return 0
+        return len(stream.sender._buffer)
+
+    def _wait_writable(self, stream: WebTransportSendStream, low: int | None = None) -> None:
+        stream._low_mark = stream._high_water // 2 if low is None else low  # type: ignore[attr-defined]
+        self._blocked.add(stream)
+
+    def _wake_blocked(self) -> None:
+        for stream in list(self._blocked):
+            if self._send_buffered(stream.stream_id) <= stream._low_mark:  # type: ignore[attr-defined]
+                self._blocked.discard(stream)
+                stream._wake_writer()
+        if self._credit_waiters:
+            waiters, self._credit_waiters = self._credit_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def _consumed(self, stream_id: int, count: int) -> None:
+        consumed = self._credit
+        total = consumed.get(stream_id)
+        if total is None:
+            return
+        total += count
+        consumed[stream_id] = total
+        stream = self._quic._streams.get(stream_id)
+        if (
+            stream is not None
+            and total + self._quic.stream_window - stream.max_stream_data_local  # type: ignore[attr-defined]
+            >= self._quic.stream_window // 2  # type: ignore[attr-defined]
+        ):
+            # The window would grow by half or more: send MAX_STREAM_DATA now.
+            self._pump._transmit_soon()
+
+    def _stream_finished(self, stream: Any) -> None:
+        stream_id = stream.stream_id
+        if self._streams.pop(stream_id, None) is None:
+            return
+        self._credit.pop(stream_id, None)
+        self._blocked.discard(cast(WebTransportSendStream, stream))
+        self._protocol.stream_finished(stream_id)
+        session = stream.session
+        session._streams.pop(stream_id, None)
+
+    # ------------------------------------------------------------------ events
+
+    def _on_quic_event(self, event: qe.QuicEvent) -> None:
+        # Hot path: data for a known stream goes straight to its reader.
+        if type(event) is qe.StreamDataReceived:
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream._feed(event.data, event.end_stream)  # type: ignore[union-attr]
+                return
+            if self._protocol.orphan_data(event.stream_id, event.data, event.end_stream):
+                return
+        elif type(event) is qe.DatagramFrameReceived:
+            data = event.data
+            # One-byte quarter stream id covers session ids below 256.
+            first = data[0] if data else 0xFF
+            if first < 0x40:
+                session = self._sessions.get(first * 4)
+                if session is not None and session.is_ready:
+                    session._on_datagram(data[1:])
+                    return
+        elif isinstance(event, qe.ConnectionTerminated):
+            self._on_terminated(event.error_code, event.reason_phrase)
+            return
+        elif isinstance(event, qe.HandshakeCompleted):
+            self._state = ConnectionState.CONNECTED
+            if not self._connected.done():
+                self._connected.set_result(None)
+        for wt_event in self._protocol.handle_event(event):
+            self._dispatch(wt_event)
+
+    def _dispatch(self, event: wp.ProtocolEvent) -> None:
+        if isinstance(event, wp.StreamDataReceived):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream._feed(event.data, event.end_stream)  # type: ignore[union-attr]
+        elif isinstance(event, wp.StreamOpened):
+            self._on_stream_opened(event)
+        elif isinstance(event, wp.DatagramReceived):
+            session = self._sessions.get(event.session_id)
+            if session is not None:
+                session._on_datagram(event.data)
+        elif isinstance(event, wp.StreamResetReceived):
+            stream = self._streams.get(event.stream_id)
+            if isinstance(stream, WebTransportReceiveStream):
+                stream._reset_received = True
+                stream._chunks.clear()
+                stream._buffered = 0
+                stream._fail_read(
+                    StreamError(
+                        f"stream {event.stream_id} was reset by the peer "
+                        f"with code {event.error_code}",
+                        stream_id=event.stream_id,
+                        error_code=event.error_code,
+                        remote=True,
+                    )
+                )
+        elif isinstance(event, wp.StopSendingReceived):
+            stream = self._streams.get(event.stream_id)
+            if isinstance(stream, WebTransportSendStream) and not stream._send_done:
+                # aioquic already reset the sending side; report the peer's code.
+                stream._fail_write(
+                    StreamError(
+                        f"peer stopped stream {event.stream_id} with code {event.error_code}",
+                        stream_id=event.stream_id,
+                        error_code=event.error_code,
+                        remote=True,
+                    )
+                )
+        elif isinstance(event, wp.SessionRequested):
+            self._on_session_requested(event)
+        elif isinstance(event, wp.SessionEstablished):
+            session = self._sessions.get(event.session_id)
+            if session is not None:
+                session._headers = event.headers
+                for name, value in event.headers:
+                    if name == b"wt-protocol":
+                        session._wt_protocol = _parse_sf_string(value)
+                session._set_ready()
+        elif isinstance(event, wp.SessionRejected):
+            session = self._sessions.get(event.session_id)
+            if session is not None:
+                session._reject_status = event.status_code  # type: ignore[attr-defined]
+                self._session_gone(
+                    session, SessionCloseInfo(event.status_code, "rejected", True, False)
+                )
+        elif isinstance(event, wp.SessionClosed):
+            session = self._sessions.get(event.session_id)
+            if session is not None:
+                remote = session._state is not _CLOSING_STATE
+                self._session_gone(
+                    session, SessionCloseInfo(event.error_code, event.reason, remote, event.clean)
+                )
+        elif isinstance(event, wp.SessionDraining):
+            session = self._sessions.get(event.session_id)
+            if session is not None:
+                session._set_draining()
+        elif isinstance(event, wp.SettingsReceived) and not self._settings.done():
+            self._settings.set_result(event.settings)
+
+    def _on_stream_opened(self, event: wp.StreamOpened) -> None:
+        session = self._sessions.get(event.session_id)
+        if session is None:
+            return
+        stream: WebTransportReceiveStream
+        if event.unidirectional:
+            stream = WebTransportReceiveStream(session, event.stream_id, is_remote=True)
+        else:
+            stream = WebTransportStream(session, event.stream_id, is_remote=True)
+        self._streams[event.stream_id] = stream
+        self._credit[event.stream_id] = 0
+        if event.data or event.end_stream:
+            stream._feed(event.data, event.end_stream)
+        session._add_incoming(stream)
+
+    def _on_session_requested(self, event: wp.SessionRequested) -> None:
+        session = WebTransportSession(
+            self,
+            event.session_id,
+            path=event.path,
+            headers=event.headers,
+            authority=event.authority,
+        )
+        self._sessions[event.session_id] = session
+        self._last_activity = time.monotonic()
+        callback = self.on_session_request
+        if callback is None:
+            self._reject_session(session, 404)
+            return
+        callback(session)
+
+    # ------------------------------------------------------------------ sessions
+
+    def _accept_session(
+        self, session: WebTransportSession, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        extra = list(headers or [])
+        if session._wt_protocol:
+            extra.append((b"wt-protocol", _sf_string(session._wt_protocol)))
+        for event in self._protocol.accept(session.session_id, extra):
+            self._dispatch(event)
+        session._set_ready()
+        # Orphaned streams were released by accept(); deliver them now that the session is ready.
+        self._transmit_soon()
+
+    def _reject_session(self, session: WebTransportSession, status_code: int) -> None:
+        self._protocol.reject(session.session_id, status_code)
+        self._transmit_soon()
+        self._session_gone(
+            session, SessionCloseInfo(status_code, "rejected", False, False), forget=True
+        )
+
+    def _close_session(self, session: WebTransportSession, error_code: int, reason: str) -> None:
+        events = self._protocol.close_session(session.session_id, error_code, reason)
+        self._transmit_soon()
+        for event in events:
+            if isinstance(event, wp.SessionClosed):
+                self._session_gone(session, SessionCloseInfo(error_code, reason, False, True))
+
+    def _session_gone(
+        self, session: WebTransportSession, info: SessionCloseInfo, *, forget: bool = True
+    ) -> None:
+        if self._sessions.pop(session.session_id, None) is None and session.is_closed:
+            return
+        self._last_activity = time.monotonic()
+        for stream_id in [sid for sid, s in self._streams.items() if s.session is session]:
+            self._streams.pop(stream_id, None)
+            self._credit.pop(stream_id, None)
+        session._set_closed(info)
+        if forget:
+            self._protocol.forget_session(session.session_id)
+        if self.on_session_closed is not None:
+            self.on_session_closed(session)
+
+    async def wait_settings(self, timeout: float | None = None) -> dict[int, int]:
+        """Wait for the peer's HTTP/3 SETTINGS.
+
+        Args:
+            timeout: Seconds to wait.
+
+        Returns:
+            The settings.
+        """
+        async with asyncio.timeout(timeout):
+            return await asyncio.shield(self._settings)
+
+    async def create_session(
+        self,
+        path: str = "/",
+        *,
+        authority: str | None = None,
+        headers: dict[str, str] | list[tuple[str, str]] | None = None,
+        wt_available_protocols: list[str] | None = None,
+        timeout: float | None = None,
+    ) -> WebTransportSession:
+        """Open another WebTransport session on this connection (client side).
+
+        Args:
+            path: Request path with query.
+            authority: `:authority`; defaults to the one the connection was opened for.
+            headers: Extra request headers.
+            wt_available_protocols: Subprotocols offered, in preference order.
+            timeout: Seconds to wait for the server's answer (default: `connect_timeout`).
+
+        Returns:
+            The established session.
+
+        Raises:
+            HandshakeError: The server answered with a non-2xx status.
+            TimeoutError: No answer in time.
+            ConnectionError: The connection is closed.
+        """
+        from ..shared.exceptions import HandshakeError
+
+        if not self.is_client:
+            raise ConnectionError("create_session() is for client connections")
+        if self._state in (ConnectionState.CLOSING, ConnectionState.CLOSED):
+            raise ConnectionError(
+                "connection is closed",
+                error_code=self._close_reason[0] if self._close_reason else None,
+            )
+        config = cast(ClientConfig, self._config)
+        wait = config.connect_timeout if timeout is None else timeout
+        header_list: list[tuple[bytes, bytes]] = []
+        all_headers: list[tuple[str | bytes, str | bytes]] = list(config.headers.items())
+        if headers:
+            all_headers.extend(headers.items() if isinstance(headers, dict) else headers)
+        user_agent = config.user_agent or f"pywebtransport/{_version()}"
+        header_list.append((b"user-agent", user_agent.encode()))
+        for name, value in all_headers:
+            raw_name = name if isinstance(name, bytes) else name.encode()
+            raw_value = value if isinstance(value, bytes) else value.encode()
+            header_list.append((raw_name.lower(), raw_value))
+        protocols = (
+            wt_available_protocols
+            if wt_available_protocols is not None
+            else config.wt_available_protocols
+        )
+        if protocols:
+            header_list.append(
+                (b"wt-available-protocols", b", ".join(_sf_string(p) for p in protocols))
+            )
+        try:
+            async with asyncio.timeout(wait):
+                await asyncio.shield(self._settings)
+                session_id = self._protocol.connect(
+                    authority=authority or self._authority, path=path, headers=header_list
+                )
+                session = WebTransportSession(
+                    self, session_id, path=path, headers=[], authority=authority or self._authority
+                )
+                self._sessions[session_id] = session
+                self._last_activity = time.monotonic()
+                self._transmit_soon()
+                try:
+                    await asyncio.shield(session._ready)
+                except SessionClosedError as exc:
+                    status = getattr(session, "_reject_status", None)
+                    raise HandshakeError(
+                        f"server refused the session at {path!r} with HTTP status {status}",
+                        status_code=status,
+                        error_code=ErrorCodes.H3_REQUEST_REJECTED,
+                    ) from exc
+        except builtins.TimeoutError as exc:
+            raise TimeoutError(
+                f"no answer to the WebTransport CONNECT within {wait}s", operation="connect"
+            ) from exc
+        return session
+
+    _authority: str = ""
+
+    async def _create_stream(
+        self, session: WebTransportSession, *, unidirectional: bool
+    ) -> WebTransportStream | WebTransportSendStream:
+        session._check_open()
+        quic = self._quic
+        timeout = self._config.stream_creation_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    if unidirectional:
+                        next_id = quic._local_next_stream_id_uni
+                        limit = quic._remote_max_streams_uni
+                    else:
+                        next_id = quic._local_next_stream_id_bidi
+                        limit = quic._remote_max_streams_bidi
+                    if next_id // 4 < limit:
+                        break
+                    waiter = self._loop.create_future()
+                    self._credit_waiters.append(waiter)
+                    await waiter
+                    session._check_open()
+        except builtins.TimeoutError as exc:
+            raise TimeoutError(
+                f"the peer granted no new {'uni' if unidirectional else 'bi'}directional "
+                f"stream within stream_creation_timeout={timeout}s",
+                operation="create_stream",
+            ) from exc
+        stream_id = self._protocol.create_stream(session.session_id, unidirectional=unidirectional)
+        stream: WebTransportStream | WebTransportSendStream
+        if unidirectional:
+            stream = WebTransportSendStream(session, stream_id, is_remote=False)
+        else:
+            stream = WebTransportStream(session, stream_id, is_remote=False)
+            self._credit[stream_id] = 0
+        self._streams[stream_id] = stream
+        session._streams[stream_id] = stream
+        session.stats["streams_opened"] += 1
+        self._transmit_soon()
+        return stream
+
+    # ------------------------------------------------------------------ closing
+
+    def _on_terminated(self, error_code: int, reason: str) -> None:
+        if self._state is ConnectionState.CLOSED:
+            return
+        self._state = ConnectionState.CLOSED
+        self._close_reason = (error_code, reason)
+        error = ConnectionError(
+            f"connection closed: {reason or 'no reason'}", error_code=error_code
+        )
+        for future in (self._settings, self._connected):
+            if not future.done():
+                future.set_exception(error)
+                future.exception()
+        for session in list(self._sessions.values()):
+            self._session_gone(
+                session, SessionCloseInfo(error_code, reason or "connection lost", True, False)
+            )
+        for stream in list(self._streams.values()):
+            stream._abort(StreamError("connection closed", error_code=error_code))
+        self._streams.clear()
+        for waiter in self._credit_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._credit_waiters.clear()
+        if not self._terminated.done():
+            self._terminated.set_result(None)
+        if self._events.has_listeners(EventType.CONNECTION_CLOSED):
+            self._events.emit_nowait(
+                event_type=EventType.CONNECTION_CLOSED,
+                data={"error_code": error_code, "reason": reason, "handle": self._handle},
+                source=self,
+            )
+        if self.on_closed is not None:
+            self.on_closed(self)
+
+    def _on_transport_lost(self) -> None:
+        self._on_terminated(ErrorCodes.INTERNAL_ERROR, "transport lost")
+
+    async def close(self, error_code: int = 0, reason: str = "") -> None:
+        """Close the QUIC connection (and with it every session), waiting briefly for the peer.
+
+        Args:
+            error_code: QUIC application error code.
+            reason: Reason phrase.
+        """
+        if self._state is ConnectionState.CLOSED:
+            return
+        if self._state is not ConnectionState.CLOSING:
+            self._state = ConnectionState.CLOSING
+            for session in list(self._sessions.values()):
+                if session.is_ready:
+                    self._close_session(session, 0, reason)
+            self._pump.close(error_code=error_code, reason_phrase=reason)
+        try:
+            async with asyncio.timeout(self._config.close_timeout):
+                await asyncio.shield(self._terminated)
+        except builtins.TimeoutError:
+            pass
+        self._on_terminated(error_code, reason)
+        transport = self._pump._transport
+        if self.is_client and transport is not None:
+            transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection at once, without waiting for the peer."""
+        if self._state is not ConnectionState.CLOSED:
+            self._pump.close(error_code=ErrorCodes.NO_ERROR, reason_phrase="aborted")
+            self._on_terminated(ErrorCodes.NO_ERROR, "aborted")
+        transport = self._pump._transport
+        if self.is_client and transport is not None:
+            transport.close()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection has terminated."""
+        await asyncio.shield(self._terminated)
+
+    def __repr__(self) -> str:
+        state = self._state.value
+        return f"<WebTransportConnection handle={self._handle} state={state}>"
+
+
+from ..shared.types import SessionState as _SessionState  # noqa: E402
+
+_CLOSING_STATE = _SessionState.CLOSING
+
+
+def _sf_string(value: str) -> bytes:
+    """Encode an RFC 8941 structured-field string."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'.encode("ascii", "replace")
+
+
+def _parse_sf_string(value: bytes) -> str | None:
+    """Decode an RFC 8941 sf-string; None when malformed."""
+    text = value.decode("ascii", "replace").strip()
+    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
+        return None
+    return text[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

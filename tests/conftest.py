@@ -1,0 +1,83 @@
+"""Fixtures shared by every test: certificates, servers and clients on 127.0.0.1."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pywebtransport import (
+    ClientConfig,
+    ServerConfig,
+    WebTransportClient,
+    WebTransportServer,
+    WebTransportSession,
+)
+from pywebtransport.shared.utils import CertificateInfo, generate_self_signed_cert
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> CertificateInfo:
+    """One ECDSA P-256 certificate for 127.0.0.1, valid 10 days (browser-hash compatible)."""
+    directory: Path = tmp_path_factory.mktemp("cert")
+    return generate_self_signed_cert("127.0.0.1", output_dir=directory)
+
+
+@pytest.fixture
+def server_config(certificate: CertificateInfo) -> ServerConfig:
+    """A server config bound to a free port on 127.0.0.1."""
+    return ServerConfig(
+        certfile=certificate.certfile,
+        keyfile=certificate.keyfile,
+        bind_host="127.0.0.1",
+        bind_port=0,
+        close_timeout=2.0,
+    )
+
+
+@pytest.fixture
+def client_config(certificate: CertificateInfo) -> ClientConfig:
+    """A client config that trusts the test certificate (through its CA file)."""
+    return ClientConfig(
+        ca_certs=certificate.certfile, verify_mode=ssl.CERT_REQUIRED, connect_timeout=5.0
+    )
+
+
+ServerFactory = Callable[..., Awaitable[WebTransportServer]]
+
+
+@pytest.fixture
+async def start_server(server_config: ServerConfig) -> AsyncIterator[ServerFactory]:
+    """Start servers with a handler; every server started is closed after the test."""
+    servers: list[WebTransportServer] = []
+
+    async def start(
+        handler: Callable[[WebTransportSession], Awaitable[Any]] | None = None,
+        **overrides: Any,
+    ) -> WebTransportServer:
+        config = server_config.update(**overrides) if overrides else server_config
+        server = WebTransportServer(config, handler=handler)
+        await server.listen()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+@pytest.fixture
+async def client(client_config: ClientConfig) -> AsyncIterator[WebTransportClient]:
+    """A client that is closed after the test."""
+    async with WebTransportClient(client_config) as instance:
+        yield instance
+
+
+def url_of(server: WebTransportServer, path: str = "/") -> str:
+    """Return the https URL of a path on a test server."""
+    address = server.local_address
+    assert address is not None
+    return f"https://127.0.0.1:{address[1]}{path}"
