@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import atexit
 import base64
 import contextlib
 import datetime
@@ -659,6 +660,19 @@ class _FirefoxProcess(_OpenPage):
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
+_LIVE_GROUPS: set[int] = set()
+"""Process groups of Firefox processes not yet reaped (killed at interpreter exit)."""
+
+
+@atexit.register
+def _kill_live_groups() -> None:
+    """Last resort if a test run is interrupted before the fixtures' finalizers ran."""
+    for pgid in list(_LIVE_GROUPS):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+    _LIVE_GROUPS.clear()
+
+
 async def _kill_group(proc: subprocess.Popen[bytes], grace: float = 3.0) -> None:
     """SIGTERM the process group, SIGKILL after ``grace`` seconds, reap the leader."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
@@ -676,6 +690,7 @@ async def _kill_group(proc: subprocess.Popen[bytes], grace: float = 3.0) -> None
     if proc.poll() is None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(1)
+    _LIVE_GROUPS.discard(proc.pid)
 
 
 def _pref_js(name: str, value: bool | int | str) -> str:
@@ -760,6 +775,7 @@ class FirefoxBrowser(Browser):
                 start_new_session=True,
                 env=env,
             )
+        _LIVE_GROUPS.add(proc.pid)
         opened = _FirefoxProcess(proc, profile, log_path)
         self._open_pages.add(opened)
         original_close = opened.close

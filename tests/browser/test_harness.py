@@ -7,8 +7,9 @@ browser; it is not the library's server.
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -21,10 +22,12 @@ from aioquic.quic.events import ProtocolNegotiated, QuicEvent
 
 from .harness import (
     Browser,
+    ChromiumBrowser,
     FirefoxBrowser,
     TestCertificate,
     generate_test_certificate,
     run_scenario,
+    run_scenario_sync,
 )
 
 
@@ -211,3 +214,38 @@ async def test_echo_bidi_stream(
         timeout=30,
     )
     assert result == "hello"
+
+
+async def test_concurrent_scenarios(browser: Browser, harness_cert: TestCertificate) -> None:
+    body = "await new Promise((r) => setTimeout(r, 300)); return ctx.params.n * 2;"
+    results = await asyncio.gather(
+        *(
+            run_scenario(
+                browser,
+                body,
+                url="https://127.0.0.1:1/x",
+                cert_hash=harness_cert.sha256,
+                params={"n": n},
+            )
+            for n in range(3)
+        )
+    )
+    assert results == [0, 2, 4]
+
+
+def test_sync_api(browser: Browser, harness_cert: TestCertificate) -> None:
+    result = run_scenario_sync(
+        browser, "return 6 * 7;", url="https://127.0.0.1:1/x", cert_hash=harness_cert.sha256
+    )
+    assert result == 42
+
+
+async def test_chromium_with_extra_flags(
+    launch_chromium: Callable[[Sequence[str]], ChromiumBrowser], harness_cert: TestCertificate
+) -> None:
+    draft07 = launch_chromium(["--enable-features=EnableWebTransportDraft07"])
+    assert draft07.launch_time is not None
+    result = await run_scenario(
+        draft07, "return typeof WebTransport;", url="https://x/", cert_hash=harness_cert.sha256
+    )
+    assert result == "function"
