@@ -312,6 +312,8 @@ class WebTransportServer(EventEmitter):
         for task in list(self._tasks):
             task.cancel()
         connections = self._connection_manager.connections()
+        # Close capsules must leave before CONNECTION_CLOSE (aioquic drops unsent data).
+        await asyncio.gather(*(c._flush(max(0.0, (end - loop.time()) / 2)) for c in connections))
         for conn in connections:
             conn._pump.close(
                 error_code=ErrorCodes.H3_NO_ERROR, reason_phrase="server shutting down"

@@ -742,6 +742,9 @@ class WebTransportConnection:
             for session in list(self._sessions.values()):
                 if session.is_ready:
                     self._close_session(session, 0, reason)
+            # aioquic drops unsent stream data on close: let close capsules and
+            # finished streams reach the peer first (bounded by half the deadline).
+            await self._flush(self._config.close_timeout / 2)
             self._pump.close(error_code=error_code, reason_phrase=reason)
         try:
             async with asyncio.timeout(self._config.close_timeout):
@@ -752,6 +755,15 @@ class WebTransportConnection:
         transport = self._pump._transport
         if self.is_client and transport is not None:
             transport.close()
+
+    async def _flush(self, timeout: float) -> None:
+        quic = self._quic
+        end = self._loop.time() + timeout
+        while self._state is not ConnectionState.CLOSED and self._loop.time() < end:
+            self._pump.transmit()
+            if all(not s.sender._buffer for s in quic._streams.values() if not s.sender.is_finished):
+                return
+            await asyncio.sleep(0.005)
 
     def abort(self) -> None:
         """Drop the connection at once, without waiting for the peer."""
