@@ -156,12 +156,19 @@ class WebTransportServer(EventEmitter):
                 ) from exc
         return quic_config
 
-    async def listen(self, host: str | None = None, port: int | None = None) -> None:
+    async def listen(
+        self, host: str | None = None, port: int | None = None, *, reuse_port: bool = False
+    ) -> None:
         """Bind the UDP socket and start accepting connections.
 
         Args:
             host: Overrides `config.bind_host`.
             port: Overrides `config.bind_port` (0 picks a free port).
+            reuse_port: Set `SO_REUSEPORT` so several processes can bind the
+                same port and the kernel spreads clients over them (Linux,
+                BSD). Used by `ServerApp.run(workers=N)`. A QUIC connection
+                whose client address changes may then reach another process
+                and fail: connection migration does not work across workers.
 
         Raises:
             CertificateError: The certificate or key cannot be read or loaded.
@@ -175,15 +182,24 @@ class WebTransportServer(EventEmitter):
         await self._connection_manager.__aenter__()
         await self._session_manager.__aenter__()
         try:
-            self._quic_server = await serve(
-                bind_host,
-                bind_port,
-                configuration=quic_config,
-                create_protocol=self._create_protocol,
-            )
-        except OSError as exc:
+            if reuse_port:
+                _, self._quic_server = await asyncio.get_running_loop().create_datagram_endpoint(
+                    lambda: QuicServer(
+                        configuration=quic_config, create_protocol=self._create_protocol
+                    ),
+                    local_addr=(bind_host, bind_port),
+                    reuse_port=True,
+                )
+            else:
+                self._quic_server = await serve(
+                    bind_host,
+                    bind_port,
+                    configuration=quic_config,
+                    create_protocol=self._create_protocol,
+                )
+        except (OSError, ValueError) as exc:
             raise ServerError(
-                f"cannot bind {bind_host}:{bind_port}: {exc.strerror or exc}",
+                f"cannot bind {bind_host}:{bind_port}: {getattr(exc, 'strerror', None) or exc}",
                 bind_address=(bind_host, bind_port),
             ) from exc
         transport = self._quic_server._transport
