@@ -195,15 +195,9 @@ async def test_echo_bidi_stream(
         const writer = stream.writable.getWriter();
         await writer.write(new TextEncoder().encode(ctx.params.text));
         await writer.close();
-        const reader = stream.readable.getReader();
-        const chunks = [];
-        for (;;) {
-            const {value, done} = await reader.read();
-            if (done) break;
-            chunks.push(...value);
-        }
+        const text = await new Response(stream.readable).text();
         wt.close({closeCode: 0, reason: "done"});
-        return new TextDecoder().decode(new Uint8Array(chunks));
+        return text;
     """
     result = await run_scenario(
         browser,
