@@ -761,7 +761,8 @@ class WebTransportConnection:
         end = self._loop.time() + timeout
         while self._state is not ConnectionState.CLOSED and self._loop.time() < end:
             self._pump.transmit()
-            if all(not s.sender._buffer for s in quic._streams.values() if not s.sender.is_finished):
+            senders = [s.sender for s in quic._streams.values()]
+            if all(not sender._buffer for sender in senders if not sender.is_finished):
                 return
             await asyncio.sleep(0.005)
 
