@@ -1,0 +1,43 @@
+"""The application framework: `ServerApp`, routing and middleware.
+
+Built on `WebTransportServer`: routes map request paths to handlers,
+middleware accept or refuse requested sessions, and startup/shutdown hooks
+frame the server's life. See the framework guide in the docs.
+"""
+
+from __future__ import annotations
+
+from .app import LifecycleHook, ServerApp
+from .middleware import (
+    AuthHandlerProtocol,
+    MiddlewareManager,
+    MiddlewareProtocol,
+    MiddlewareRejected,
+    RateLimiter,
+    StatefulMiddlewareProtocol,
+    create_auth_middleware,
+    create_cors_middleware,
+    create_logging_middleware,
+    create_rate_limit_middleware,
+    create_token_auth_middleware,
+)
+from .router import RequestRouter, RouteHandler, compile_pattern
+
+__all__ = [
+    "AuthHandlerProtocol",
+    "LifecycleHook",
+    "MiddlewareManager",
+    "MiddlewareProtocol",
+    "MiddlewareRejected",
+    "RateLimiter",
+    "RequestRouter",
+    "RouteHandler",
+    "ServerApp",
+    "StatefulMiddlewareProtocol",
+    "compile_pattern",
+    "create_auth_middleware",
+    "create_cors_middleware",
+    "create_logging_middleware",
+    "create_rate_limit_middleware",
+    "create_token_auth_middleware",
+]

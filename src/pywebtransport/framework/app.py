@@ -1,0 +1,490 @@
+"""`ServerApp`: routes, middleware and lifecycle hooks over `WebTransportServer`.
+
+Example:
+    ```python
+    from pywebtransport import ServerApp, ServerConfig
+
+    app = ServerApp(ServerConfig(certfile="cert.pem", keyfile="key.pem"))
+
+    @app.route("/echo")
+    async def echo(session):
+        async for stream in session.incoming_bidirectional_streams():
+            await stream.write(await stream.read_all(), end_stream=True)
+
+    @app.pattern_route("/chat/{room}")
+    async def chat(session, room):
+        ...
+
+    app.run(port=4433)
+    ```
+
+Per requested session the app routes the path (query string ignored; no
+route → 404), runs the middleware chain (`MiddlewareRejected` → its status),
+accepts, then awaits `handler(session, **params)`. When the handler returns
+the session closes cleanly; when it raises, the error is logged once with its
+traceback and only that session closes, with `ErrorCodes.APP_INTERNAL_ERROR`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import multiprocessing
+import multiprocessing.connection
+import signal
+import socket
+import weakref
+from collections.abc import Awaitable, Callable
+from types import FrameType
+from typing import Any, TypeVar
+
+from ..server import WebTransportServer
+from ..shared.config import ServerConfig
+from ..shared.events import Event, EventType
+from ..shared.exceptions import ServerError
+from ..shared.types import Address
+from ..transport.session import WebTransportSession
+from .middleware import Middleware, MiddlewareManager, MiddlewareRejected
+from .router import RequestRouter, RouteHandler
+
+__all__ = ["LifecycleHook", "ServerApp"]
+
+logger = logging.getLogger("pywebtransport.framework")
+
+LifecycleHook = Callable[[], Awaitable[Any] | Any]
+"""A sync or async callable without arguments, run on startup or shutdown."""
+
+_H = TypeVar("_H", bound=Callable[..., Any])
+
+
+class ServerApp:
+    """A WebTransport application: routes, middleware, startup/shutdown hooks.
+
+    `async with app:` runs the startup hooks on entry and shuts down on exit.
+
+    Args:
+        config: Server configuration. May be set later (`app.config = ...`,
+            as the CLI does) but is needed before serving.
+        use_uvloop: Let `run()` use uvloop when it is installed.
+    """
+
+    def __init__(self, config: ServerConfig | None = None, *, use_uvloop: bool = True) -> None:
+        self._config = config
+        self.use_uvloop = use_uvloop
+        self._router = RequestRouter()
+        self._middleware = MiddlewareManager()
+        self._startup_hooks: list[LifecycleHook] = []
+        self._shutdown_hooks: list[LifecycleHook] = []
+        self._server: WebTransportServer | None = None
+        self._routed: weakref.WeakKeyDictionary[
+            WebTransportSession, tuple[RouteHandler, dict[str, str]]
+        ] = weakref.WeakKeyDictionary()
+        self._entered: list[Any] = []
+        self._started = False
+        self._shutdown_started = False
+        self._shutdown_done: asyncio.Event | None = None
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def config(self) -> ServerConfig | None:
+        """The server configuration (settable until the server is created)."""
+        return self._config
+
+    @config.setter
+    def config(self, config: ServerConfig) -> None:
+        if self._server is not None:
+            raise ServerError("the server already exists; set the config before serving")
+        self._config = config
+
+    @property
+    def router(self) -> RequestRouter:
+        """The app's `RequestRouter`."""
+        return self._router
+
+    @property
+    def middleware_manager(self) -> MiddlewareManager:
+        """The app's `MiddlewareManager`."""
+        return self._middleware
+
+    @property
+    def server(self) -> WebTransportServer:
+        """The `WebTransportServer` (created on first use).
+
+        Raises:
+            ServerError: The app has no config yet.
+        """
+        if self._server is None:
+            if self._config is None:
+                raise ServerError(
+                    "ServerApp has no ServerConfig: pass one (with certfile and keyfile) "
+                    "or set app.config"
+                )
+            self._server = WebTransportServer(self._config, handler=self._dispatch)
+            self._server.on(EventType.SESSION_REQUEST, self._on_session_request)
+        return self._server
+
+    @property
+    def local_address(self) -> Address | None:
+        """The bound address once serving (with the real port when 0 was asked)."""
+        return self._server.local_address if self._server is not None else None
+
+    # ------------------------------------------------------------------ registration
+
+    def route(self, path: str) -> Callable[[_H], _H]:
+        """Decorator registering a handler for an exact path.
+
+        Args:
+            path: The request path, e.g. `"/echo"` (the query string is ignored).
+
+        Returns:
+            A decorator returning the handler unchanged.
+
+        Raises:
+            ValueError: The path is already routed.
+        """
+
+        def decorator(handler: _H) -> _H:
+            self._router.add_route(path, handler)
+            return handler
+
+        return decorator
+
+    def pattern_route(self, pattern: str) -> Callable[[_H], _H]:
+        """Decorator registering a handler for a path pattern.
+
+        `{name}` segments match one path segment; the rest is a regular
+        expression matched against the whole path. Named groups are passed
+        to the handler as keyword arguments.
+
+        Args:
+            pattern: E.g. `"/chat/{room}"` or `r"/files/(?P<id>\\d+)"`.
+
+        Returns:
+            A decorator returning the handler unchanged.
+
+        Raises:
+            ValueError: The pattern is invalid or already registered.
+        """
+
+        def decorator(handler: _H) -> _H:
+            self._router.add_pattern_route(pattern, handler)
+            return handler
+
+        return decorator
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """Append a middleware (`async def mw(*, session) -> None`) to the chain.
+
+        Stateful middleware (with `__aenter__`/`__aexit__`) are entered on
+        startup and exited on shutdown.
+
+        Args:
+            middleware: The middleware.
+        """
+        self._middleware.add_middleware(middleware)
+
+    def middleware(self, func: _H) -> _H:
+        """Decorator form of `add_middleware`.
+
+        Args:
+            func: `async def mw(*, session) -> None`.
+
+        Returns:
+            `func` unchanged.
+        """
+        self._middleware.add_middleware(func)
+        return func
+
+    def on_startup(self, func: _H) -> _H:
+        """Decorator registering a startup hook (sync or async, run in order).
+
+        A hook that raises aborts `startup()` and so `serve()`.
+
+        Args:
+            func: A callable without arguments.
+
+        Returns:
+            `func` unchanged.
+        """
+        self._startup_hooks.append(func)
+        return func
+
+    def on_shutdown(self, func: _H) -> _H:
+        """Decorator registering a shutdown hook (sync or async, run in order).
+
+        A hook that raises is logged; the other hooks still run.
+
+        Args:
+            func: A callable without arguments.
+
+        Returns:
+            `func` unchanged.
+        """
+        self._shutdown_hooks.append(func)
+        return func
+
+    # ------------------------------------------------------------------ session flow
+
+    async def _on_session_request(self, event: Event) -> None:
+        session: WebTransportSession = event.data["session"]
+        try:
+            match = self._router.route_request(session)
+            if match is None:
+                await session.reject(status_code=404)
+                return
+            try:
+                await self._middleware.process_request(session)
+            except MiddlewareRejected as exc:
+                logger.debug("session %r rejected: %s", session.path, exc)
+                await session.reject(status_code=exc.status_code)
+                return
+            self._routed[session] = match
+            await session.accept()
+        except Exception:
+            logger.exception("routing the session request for %r failed", session.path)
+            await session.reject(status_code=500)
+
+    async def _dispatch(self, session: WebTransportSession) -> None:
+        # Called by the server for every accepted session; a raise is logged
+        # (once, with traceback) and closes the session with APP_INTERNAL_ERROR.
+        match = self._routed.pop(session, None)
+        if match is None:  # accepted by someone else's listener: not ours to serve
+            return
+        handler, params = match
+        await handler(session, **params)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def startup(self) -> None:
+        """Enter stateful middleware and run the startup hooks in order.
+
+        Idempotent. `serve()` and `async with app:` call it.
+
+        Raises:
+            Exception: Whatever a startup hook raised (startup is aborted).
+        """
+        if self._started:
+            return
+        self._started = True
+        self._shutdown_started = False
+        self._shutdown_done = asyncio.Event()
+        for middleware in self._middleware.middleware:
+            if hasattr(middleware, "__aenter__") and hasattr(middleware, "__aexit__"):
+                await middleware.__aenter__()
+                self._entered.append(middleware)
+        for hook in self._startup_hooks:
+            result = hook()
+            if inspect.isawaitable(result):
+                await result
+
+    async def listen(
+        self, host: str | None = None, port: int | None = None, *, reuse_port: bool = False
+    ) -> None:
+        """Run startup, then bind the server; return once it accepts connections.
+
+        Args:
+            host: Overrides `config.bind_host`.
+            port: Overrides `config.bind_port` (0 picks a free port).
+            reuse_port: Bind with `SO_REUSEPORT` (used by workers).
+
+        Raises:
+            ServerError: No config, or the address cannot be bound.
+            CertificateError: The certificate or key cannot be loaded.
+        """
+        await self.startup()
+        server = self.server
+        if not server.is_serving:
+            await server.listen(host, port, reuse_port=reuse_port)
+
+    async def serve(
+        self, host: str | None = None, port: int | None = None, *, reuse_port: bool = False
+    ) -> None:
+        """Start up, serve until `shutdown()` (or cancellation), then shut down.
+
+        Args:
+            host: Overrides `config.bind_host`.
+            port: Overrides `config.bind_port` (0 picks a free port).
+            reuse_port: Bind with `SO_REUSEPORT` (used by workers).
+
+        Raises:
+            ServerError: No config, or the address cannot be bound.
+            CertificateError: The certificate or key cannot be loaded.
+            Exception: Whatever a startup hook raised.
+        """
+        try:
+            await self.listen(host, port, reuse_port=reuse_port)
+            await self.server.serve_forever()
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Close the server gracefully, then run the shutdown hooks in order.
+
+        Sessions get DRAIN, then are closed with the going-away code
+        (`ErrorCodes.APP_SERVICE_UNAVAILABLE`), all within
+        `config.close_timeout`. Idempotent; does nothing before startup.
+        """
+        if not self._started or self._shutdown_done is None:
+            return
+        if self._shutdown_started:
+            await self._shutdown_done.wait()
+            return
+        self._shutdown_started = True
+        try:
+            if self._server is not None and self._server.is_serving:
+                await self._server.close()
+            for hook in self._shutdown_hooks:
+                try:
+                    result = hook()
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    logger.exception("shutdown hook %r failed", hook)
+            while self._entered:
+                middleware = self._entered.pop()
+                try:
+                    await middleware.__aexit__(None, None, None)
+                except Exception:
+                    logger.exception("closing middleware %r failed", middleware)
+        finally:
+            self._started = False
+            self._server = None
+            self._shutdown_done.set()
+
+    async def __aenter__(self) -> ServerApp:
+        await self.startup()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    # ------------------------------------------------------------------ blocking entry points
+
+    def run(self, host: str | None = None, port: int | None = None, *, workers: int = 1) -> None:
+        """Serve until SIGINT/SIGTERM, then shut down gracefully (blocking).
+
+        Uses uvloop when installed and `use_uvloop` is true.
+
+        With `workers > 1`, forks that many processes (POSIX only), each
+        binding the same UDP port with `SO_REUSEPORT`; the kernel spreads
+        clients over them by address. Each worker runs the startup and
+        shutdown hooks and has its own state (sessions, rate limits, chat
+        rooms): nothing is shared between workers, and a client whose address
+        changes (connection migration) may land on another worker and lose
+        its connection. The parent forwards SIGINT/SIGTERM to the workers and
+        waits for them.
+
+        Args:
+            host: Overrides `config.bind_host`.
+            port: Overrides `config.bind_port`.
+            workers: Number of processes.
+
+        Raises:
+            ValueError: `workers` < 1.
+            ServerError: Serving failed (e.g. port in use) or a worker failed.
+        """
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers!r}")
+        if workers == 1:
+            self._run_loop(host, port, reuse_port=False)
+        else:
+            self._run_workers(host, port, workers)
+
+    def _run_loop(self, host: str | None, port: int | None, *, reuse_port: bool) -> None:
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+        if self.use_uvloop:
+            try:
+                import uvloop
+            except ImportError:
+                pass
+            else:
+                loop_factory = uvloop.new_event_loop
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(self._serve_until_signal(host, port, reuse_port=reuse_port))
+
+    async def _serve_until_signal(
+        self, host: str | None, port: int | None, *, reuse_port: bool
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        signals = (signal.SIGINT, signal.SIGTERM)
+        for signum in signals:
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            serve_task = asyncio.create_task(self.serve(host, port, reuse_port=reuse_port))
+            stop_task = asyncio.create_task(stop.wait())
+            await asyncio.wait({serve_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set() and not serve_task.done():
+                logger.info("signal received: shutting down")
+                await self.shutdown()
+            stop_task.cancel()
+            await serve_task
+        finally:
+            for signum in signals:
+                loop.remove_signal_handler(signum)
+
+    def _run_workers(self, host: str | None, port: int | None, workers: int) -> None:
+        config = self._config
+        if config is None:
+            raise ServerError("ServerApp has no ServerConfig")
+        self._server = None  # each worker builds its own server after the fork
+        bind_host = config.bind_host if host is None else host
+        bind_port = config.bind_port if port is None else port
+        if bind_port == 0:
+            bind_port = _pick_port(bind_host)
+        context = multiprocessing.get_context("fork")
+        processes = [
+            context.Process(
+                target=self._worker_main,
+                args=(bind_host, bind_port),
+                name=f"pywebtransport-worker-{index}",
+            )
+            for index in range(workers)
+        ]
+
+        def forward(signum: int, frame: FrameType | None) -> None:
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()
+
+        previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for process in processes:
+                process.start()
+            logger.info("%d workers serving on %s:%d", workers, bind_host, bind_port)
+            running = list(processes)
+            failed = False
+            while running:
+                multiprocessing.connection.wait([p.sentinel for p in running])
+                for process in [p for p in running if not p.is_alive()]:
+                    running.remove(process)
+                    if process.exitcode not in (0, -signal.SIGTERM, -signal.SIGINT):
+                        failed = True
+                        logger.error("%s exited with %s", process.name, process.exitcode)
+                        forward(signal.SIGTERM, None)
+            for process in processes:
+                process.join()
+            if failed:
+                raise ServerError("a worker process failed; see its log output")
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _worker_main(self, host: str, port: int) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        try:
+            self._run_loop(host, port, reuse_port=True)
+        except Exception as exc:
+            logger.error("worker failed: %s", exc)
+            raise SystemExit(1) from exc
+
+
+def _pick_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
