@@ -1,0 +1,78 @@
+"""Fixtures for the loopback integration tests: echo servers and session capture."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from pywebtransport import WebTransportServer, WebTransportSession, WebTransportStream
+from pywebtransport.shared.exceptions import WebTransportError
+
+ServerFactory = Callable[..., Awaitable[WebTransportServer]]
+
+
+async def echo_handler(session: WebTransportSession) -> None:
+    """Echo every bidi stream on itself, every uni stream on a new uni stream, every datagram."""
+    tasks: set[asyncio.Task[Any]] = set()
+
+    async def echo_stream(stream: Any) -> None:
+        with contextlib.suppress(WebTransportError):
+            data = await stream.read_all()
+            if isinstance(stream, WebTransportStream):
+                await stream.write(data, end_stream=True)
+            else:
+                out = await session.create_unidirectional_stream()
+                await out.write(data, end_stream=True)
+
+    async def echo_datagrams() -> None:
+        with contextlib.suppress(WebTransportError):
+            async for datagram in session.incoming_datagrams():
+                session.send_datagram_nowait(datagram)
+
+    tasks.add(asyncio.create_task(echo_datagrams()))
+    try:
+        async for stream in session.incoming_streams():
+            task = asyncio.create_task(echo_stream(stream))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await session.wait_closed()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest.fixture
+async def echo_server(start_server: ServerFactory) -> WebTransportServer:
+    """A server that echoes streams and datagrams."""
+    return await start_server(echo_handler)
+
+
+class Capture:
+    """A server handler that hands each session to the test and keeps it open until it closes."""
+
+    def __init__(self) -> None:
+        self.sessions: asyncio.Queue[WebTransportSession] = asyncio.Queue()
+
+    async def __call__(self, session: WebTransportSession) -> None:
+        await self.sessions.put(session)
+        await session.wait_closed()
+
+    async def next(self, timeout: float = 5.0) -> WebTransportSession:
+        return await asyncio.wait_for(self.sessions.get(), timeout)
+
+
+@pytest.fixture
+def capture() -> Capture:
+    return Capture()
+
+
+def url_of(server: WebTransportServer, path: str = "/") -> str:
+    """Return the https URL of a path on a test server (same as the top-level helper)."""
+    address = server.local_address
+    assert address is not None
+    return f"https://127.0.0.1:{address[1]}{path}"
