@@ -158,9 +158,10 @@ async def test_hooks_run_in_order(server_config: ServerConfig) -> None:
 
     async with app:
         assert order == ["startup-1", "startup-2"]
-        task = asyncio.create_task(app.serve("127.0.0.1", 0))
-        while app.local_address is None:
-            await asyncio.sleep(0.01)
+        await app.listen("127.0.0.1", 0)
+        task = asyncio.create_task(app.serve())
+        await asyncio.sleep(0.05)
+        assert not task.done()
         await app.shutdown()
         await asyncio.wait_for(task, 5)
     assert order == ["startup-1", "startup-2", "shutdown-1", "shutdown-2"]
@@ -236,5 +237,3 @@ async def test_shutdown_closes_sessions_with_going_away_code(
                 assert info.error_code == ErrorCodes.APP_SERVICE_UNAVAILABLE
     finally:
         await app.shutdown()
-
-
