@@ -225,6 +225,10 @@ class WebTransportClient(EventEmitter):
                     error_code=code,
                 ) from exc
             raise
+        except BaseException:
+            # Timed out or cancelled mid-handshake: drop the connection and its socket.
+            conn.abort()
+            raise
         if pinned:
             certificate = quic.tls._peer_certificate
             digest = (
