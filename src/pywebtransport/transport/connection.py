@@ -89,7 +89,7 @@ class _Pump(QuicConnectionProtocol):
         self._quic.receive_datagram(cast(bytes, data), addr, now=self._loop.time())
         self._process_events()
         owner = self.owner
-        if owner._blocked:
+        if owner._blocked or owner._credit_waiters:
             owner._wake_blocked()
         self.transmit()
 
