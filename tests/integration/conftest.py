@@ -76,3 +76,12 @@ def url_of(server: WebTransportServer, path: str = "/") -> str:
     address = server.local_address
     assert address is not None
     return f"https://127.0.0.1:{address[1]}{path}"
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
+    """Poll `predicate` every 20 ms until it holds or `timeout` passes; return its last value."""
+    for _ in range(max(1, int(timeout / 0.02))):
+        if predicate():
+            return True
+        await asyncio.sleep(0.02)
+    return predicate()
