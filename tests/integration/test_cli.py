@@ -1,0 +1,324 @@
+"""The command line and the examples, run as real processes on free loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from pywebtransport import ClientConfig, WebTransportClient, WebTransportSession
+from pywebtransport.shared.exceptions import HandshakeError
+from pywebtransport.shared.utils import CertificateInfo
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+
+APP_MODULE = """
+import os
+from pywebtransport.framework import ServerApp
+
+app = ServerApp()
+
+@app.route("/pid")
+async def pid(session):
+    stream = await session.create_unidirectional_stream()
+    await stream.write(str(os.getpid()).encode(), end_stream=True)
+    await session.receive_datagram()
+"""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def run(*args: str, cwd: Path = ROOT) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *args,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def processes() -> AsyncIterator[list[asyncio.subprocess.Process]]:
+    """Processes a test starts; each is stopped with SIGTERM (then killed) afterwards."""
+    started: list[asyncio.subprocess.Process] = []
+    yield started
+    for process in started:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def spawn(
+    processes: list[asyncio.subprocess.Process], *args: str, cwd: Path = ROOT
+) -> asyncio.subprocess.Process:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT / "src"))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *args,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    processes.append(process)
+    return process
+
+
+async def connect_when_ready(
+    client: WebTransportClient, url: str, process: asyncio.subprocess.Process, **kw: object
+) -> WebTransportSession:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 15
+    while True:
+        assert process.returncode is None, "server process exited"
+        try:
+            return await client.connect(url, timeout=1.0, **kw)  # type: ignore[arg-type]
+        except HandshakeError:
+            raise
+        except Exception:
+            if loop.time() > end:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def stop(process: asyncio.subprocess.Process) -> int:
+    process.send_signal(signal.SIGTERM)
+    return await asyncio.wait_for(process.wait(), 10)
+
+
+def cert_args(certificate: CertificateInfo) -> list[str]:
+    return ["--cert", certificate.certfile, "--key", certificate.keyfile]
+
+
+# ---------------------------------------------------------------- CLI
+
+
+@pytest.mark.timeout(30)
+async def test_help() -> None:
+    code, out, _ = await run("-m", "pywebtransport", "--help")
+    assert code == 0 and "serve" in out and "gen-cert" in out
+    code, out, _ = await run("-m", "pywebtransport", "serve", "--help")
+    assert code == 0 and "--workers" in out
+
+
+@pytest.mark.timeout(30)
+async def test_gen_cert(tmp_path: Path) -> None:
+    code, out, err = await run(
+        "-m", "pywebtransport", "gen-cert", "--out", str(tmp_path), "--days", "5"
+    )
+    assert code == 0, err
+    assert (tmp_path / "127.0.0.1.crt").exists() and (tmp_path / "127.0.0.1.key").exists()
+    assert "sha256:" in out and "serverCertificateHashes" in out
+    code, _, err = await run("-m", "pywebtransport", "gen-cert", "--days", "0")
+    assert code == 2 and "validity_days" in err
+
+
+@pytest.mark.timeout(30)
+async def test_app_not_found(tmp_path: Path) -> None:
+    code, _, err = await run("-m", "pywebtransport", "serve", "nosuchmodule:app", cwd=tmp_path)
+    assert code == 2 and "nosuchmodule" in err
+    (tmp_path / "mod.py").write_text("x = 1\n")
+    code, _, err = await run("-m", "pywebtransport", "serve", "mod:app", cwd=tmp_path)
+    assert code == 2 and "no attribute 'app'" in err
+    code, _, err = await run("-m", "pywebtransport", "serve", "mod:x", cwd=tmp_path)
+    assert code == 2 and "not a ServerApp" in err
+    code, _, err = await run("-m", "pywebtransport", "serve", "mod", cwd=tmp_path)
+    assert code == 2 and "MODULE:APP" in err
+
+
+@pytest.mark.timeout(30)
+async def test_bad_certificate_and_port_in_use(
+    tmp_path: Path, certificate: CertificateInfo
+) -> None:
+    (tmp_path / "app_module.py").write_text(APP_MODULE)
+    missing = str(tmp_path / "missing.pem")
+    code, _, err = await run(
+        "-m", "pywebtransport", "serve", "app_module:app", "--cert", missing, "--key", missing,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 2 and missing in err
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = str(busy.getsockname()[1])
+        code, _, err = await run(
+            "-m", "pywebtransport", "serve", "app_module:app", "--host", "127.0.0.1",
+            "--port", port, *cert_args(certificate), cwd=tmp_path,
+        )  # fmt: skip
+    assert code == 1 and "cannot bind" in err
+
+
+@pytest.mark.timeout(60)
+async def test_serve_with_workers(
+    tmp_path: Path,
+    certificate: CertificateInfo,
+    client_config: ClientConfig,
+    processes: list[asyncio.subprocess.Process],
+) -> None:
+    (tmp_path / "app_module.py").write_text(APP_MODULE)
+    port = free_port()
+    process = await spawn(
+        processes, "-m", "pywebtransport", "serve", "app_module:app", "--host", "127.0.0.1",
+        "--port", str(port), "--workers", "2", *cert_args(certificate), cwd=tmp_path,
+    )  # fmt: skip
+    url = f"https://127.0.0.1:{port}/pid"
+    pids: set[int] = set()
+    for _ in range(16):
+        async with WebTransportClient(client_config) as client:
+            session = await connect_when_ready(client, url, process)
+            stream = await session.accept_unidirectional_stream()
+            pids.add(int(await stream.read_all()))
+        if len(pids) == 2:
+            break
+    assert len(pids) == 2, f"all connections reached one worker: {pids}"
+    assert await stop(process) == 0
+
+
+# ---------------------------------------------------------------- examples
+
+
+@pytest.mark.timeout(40)
+async def test_echo_example(
+    certificate: CertificateInfo,
+    client_config: ClientConfig,
+    processes: list[asyncio.subprocess.Process],
+) -> None:
+    port = free_port()
+    process = await spawn(
+        processes, str(EXAMPLES / "echo_server.py"), "--port", str(port), *cert_args(certificate)
+    )
+    async with WebTransportClient(client_config) as client:
+        session = await connect_when_ready(client, f"https://127.0.0.1:{port}/echo", process)
+        stream = await session.create_bidirectional_stream()
+        await stream.write(b"hello " * 1000, end_stream=True)
+        assert await stream.read_all() == b"hello " * 1000
+        await session.send_datagram(b"dgram")
+        assert await session.receive_datagram(timeout=5) == b"dgram"
+        await session.close()
+    assert await stop(process) == 0
+
+
+@pytest.mark.timeout(40)
+async def test_echo_example_generates_certificate(
+    client_config: ClientConfig, processes: list[asyncio.subprocess.Process]
+) -> None:
+    import ssl
+
+    port = free_port()
+    process = await spawn(processes, str(EXAMPLES / "echo_server.py"), "--port", str(port))
+    insecure = ClientConfig(verify_mode=ssl.CERT_NONE, connect_timeout=5.0)
+    async with WebTransportClient(insecure) as client:
+        session = await connect_when_ready(client, f"https://127.0.0.1:{port}/echo", process)
+        stream = await session.create_bidirectional_stream()
+        await stream.write(b"x", end_stream=True)
+        assert await stream.read_all() == b"x"
+    assert await stop(process) == 0
+
+
+@pytest.mark.timeout(40)
+async def test_chat_example(
+    certificate: CertificateInfo,
+    client_config: ClientConfig,
+    processes: list[asyncio.subprocess.Process],
+) -> None:
+    port = free_port()
+    process = await spawn(
+        processes, str(EXAMPLES / "chat_server.py"), "--port", str(port), *cert_args(certificate)
+    )
+    base = f"https://127.0.0.1:{port}/chat"
+    async with WebTransportClient(client_config) as client:
+        alice = await connect_when_ready(client, f"{base}/lobby", process)
+        bob = await client.connect(f"{base}/lobby")
+        eve = await client.connect(f"{base}/other")
+        await asyncio.sleep(0.2)  # let both join before the first message
+        out = await alice.create_unidirectional_stream()
+        await out.write(b"hi from alice", end_stream=True)
+        for member in (alice, bob):
+            incoming = await asyncio.wait_for(member.accept_unidirectional_stream(), 5)
+            assert await incoming.read_all() == b"hi from alice"
+        bidi = await bob.create_bidirectional_stream()
+        await bidi.write(b"hi from bob", end_stream=True)
+        await bidi.read_all()
+        incoming = await asyncio.wait_for(alice.accept_unidirectional_stream(), 5)
+        assert await incoming.read_all() == b"hi from bob"
+        await bob.send_datagram(b"quick")
+        assert await alice.receive_datagram(timeout=5) == b"quick"
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(eve.accept_unidirectional_stream(), 0.3)
+    assert await stop(process) == 0
+
+
+@pytest.mark.timeout(40)
+async def test_auth_example(
+    certificate: CertificateInfo,
+    client_config: ClientConfig,
+    processes: list[asyncio.subprocess.Process],
+) -> None:
+    port = free_port()
+    process = await spawn(
+        processes, str(EXAMPLES / "auth_server.py"), "--port", str(port), "--token", "t0k",
+        "--origin", "https://*.example.com", *cert_args(certificate),
+    )  # fmt: skip
+    url = f"https://127.0.0.1:{port}/secure"
+    async with WebTransportClient(client_config) as client:
+        with pytest.raises(HandshakeError) as info:
+            await connect_when_ready(client, url, process)
+        assert info.value.status_code == 401
+        with pytest.raises(HandshakeError) as info:
+            await client.connect(f"{url}?token=wrong")
+        assert info.value.status_code == 401
+        for session in (
+            await client.connect(f"{url}?token=t0k"),
+            await client.connect(url, headers={"authorization": "Bearer t0k"}),
+        ):
+            greeting = await session.accept_unidirectional_stream()
+            assert await greeting.read_all() == b"welcome"
+        with pytest.raises(HandshakeError) as info:
+            await client.connect(f"{url}?token=t0k", headers={"origin": "https://evil.example"})
+        assert info.value.status_code == 403
+        session = await client.connect(
+            f"{url}?token=t0k", headers={"origin": "https://app.example.com"}
+        )
+        await session.close()
+    assert await stop(process) == 0
+
+
+@pytest.mark.timeout(40)
+async def test_upload_example(
+    tmp_path: Path,
+    certificate: CertificateInfo,
+    client_config: ClientConfig,
+    processes: list[asyncio.subprocess.Process],
+) -> None:
+    port = free_port()
+    upload = str(EXAMPLES / "upload.py")
+    process = await spawn(processes, upload, "serve", "--port", str(port), *cert_args(certificate))
+    url = f"https://127.0.0.1:{port}/upload"
+    async with WebTransportClient(client_config) as client:
+        await connect_when_ready(client, url, process)
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(os.urandom(300_000))
+    code, out, err = await run(
+        upload, "send", str(payload), "--url", url, "--ca", certificate.certfile
+    )
+    assert code == 0, err
+    assert "300000/300000" in out and "OK" in out
+    assert await stop(process) == 0
