@@ -223,7 +223,7 @@ class WebTransportServer(EventEmitter):
         if self._closing or not self._connection_manager.try_add(conn):
             # Refuse once the handshake is done: aioquic cannot close before it starts.
             conn._refuse = True  # type: ignore[attr-defined]
-            quic.close(error_code=ErrorCodes.CONNECTION_REFUSED, reason_phrase="server busy")
+            quic.close(error_code=ErrorCodes.QUIC_CONNECTION_REFUSED, reason_phrase="server busy")
         else:
             loop = asyncio.get_running_loop()
             loop.call_later(self._config.handshake_timeout, self._check_handshake, conn)

@@ -197,8 +197,10 @@ class BaseConfig:
             (stored upper-case).
         max_capsule_size: Largest HTTP capsule accepted from the peer.
         max_connections: Maximum number of concurrent QUIC connections.
-        max_datagram_size: Largest datagram payload, between 1200 (the QUIC
-            minimum) and 16383 (the most aioquic can frame).
+        max_datagram_size: Largest QUIC packet (UDP payload) sent, between
+            1200 (the QUIC minimum) and 16383 (the most aioquic can frame);
+            the largest WebTransport datagram payload is a little smaller,
+            see `WebTransportSession.max_datagram_size`.
         max_event_listeners: Listeners per event type before an
             `EventEmitter` logs a leak warning.
         max_field_section_size: Largest header block (QPACK field section)
@@ -550,7 +552,7 @@ class ServerConfig(BaseConfig):
         verify_mode: Whether client certificates are requested/required, an
             `ssl.VerifyMode`.
         handshake_timeout: How long a connection may take from its first
-            packet to an established session before it is closed. Must be > 0.
+            packet to a completed QUIC handshake before it is dropped. Must be > 0.
             Not in the reference library.
         max_sessions_per_connection: Sessions one QUIC connection may hold;
             further CONNECTs are answered 429. Not in the reference library.

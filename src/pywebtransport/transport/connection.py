@@ -726,7 +726,7 @@ class WebTransportConnection:
             self.on_closed(self)
 
     def _on_transport_lost(self) -> None:
-        self._on_terminated(ErrorCodes.INTERNAL_ERROR, "transport lost")
+        self._on_terminated(ErrorCodes.QUIC_INTERNAL_ERROR, "transport lost")
 
     async def close(self, error_code: int = 0, reason: str = "") -> None:
         """Close the QUIC connection (and with it every session), waiting briefly for the peer.
@@ -769,8 +769,8 @@ class WebTransportConnection:
     def abort(self) -> None:
         """Drop the connection at once, without waiting for the peer."""
         if self._state is not ConnectionState.CLOSED:
-            self._pump.close(error_code=ErrorCodes.NO_ERROR, reason_phrase="aborted")
-            self._on_terminated(ErrorCodes.NO_ERROR, "aborted")
+            self._pump.close(error_code=ErrorCodes.QUIC_NO_ERROR, reason_phrase="aborted")
+            self._on_terminated(ErrorCodes.QUIC_NO_ERROR, "aborted")
         transport = self._pump._transport
         if self.is_client and transport is not None:
             transport.close()

@@ -608,7 +608,7 @@ class WebTransportStream(WebTransportReceiveStream, WebTransportSendStream):
         self._fail_write(error)
 
     async def close(self, error_code: int | None = None) -> None:
-        """Finish sending (FIN, or reset with `error_code`) and stop receiving.
+        """Finish sending: FIN, or with `error_code` reset and also stop receiving.
 
         Args:
             error_code: None for a clean end, or a reset code.
