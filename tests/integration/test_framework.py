@@ -183,6 +183,7 @@ async def test_failing_startup_aborts_serve(server_config: ServerConfig) -> None
     with pytest.raises(RuntimeError, match="no database"):
         await asyncio.wait_for(app.serve("127.0.0.1", 0), 5)
     assert app.local_address is None
+    assert ran == []
 
 
 @pytest.mark.timeout(30)

@@ -263,21 +263,29 @@ class ServerApp:
         Idempotent. `serve()` and `async with app:` call it.
 
         Raises:
-            Exception: Whatever a startup hook raised (startup is aborted).
+            Exception: Whatever a startup hook raised. Startup is aborted:
+                shutdown hooks do not run.
         """
         if self._started:
             return
         self._started = True
         self._shutdown_started = False
         self._shutdown_done = asyncio.Event()
-        for middleware in self._middleware.middleware:
-            if hasattr(middleware, "__aenter__") and hasattr(middleware, "__aexit__"):
-                await middleware.__aenter__()
-                self._entered.append(middleware)
-        for hook in self._startup_hooks:
-            result = hook()
-            if inspect.isawaitable(result):
-                await result
+        try:
+            for middleware in self._middleware.middleware:
+                if hasattr(middleware, "__aenter__") and hasattr(middleware, "__aexit__"):
+                    await middleware.__aenter__()
+                    self._entered.append(middleware)
+            for hook in self._startup_hooks:
+                result = hook()
+                if inspect.isawaitable(result):
+                    await result
+        except BaseException:
+            # A failed startup aborts: no shutdown hooks, entered middleware exited.
+            while self._entered:
+                await self._entered.pop().__aexit__(None, None, None)
+            self._started = False
+            raise
 
     async def listen(
         self, host: str | None = None, port: int | None = None, *, reuse_port: bool = False
