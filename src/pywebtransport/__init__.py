@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import shared, transport
+from . import framework, shared, transport
 from .client import WebTransportClient
+from .framework import *  # noqa: F403 - the framework's __all__ is curated
 from .server import SessionHandler, WebTransportServer
 from .shared import *  # noqa: F403 - the shared layer's __all__ is curated
 from .transport import *  # noqa: F403 - the transport layer's __all__ is curated
@@ -21,6 +22,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    *framework.__all__,
     *shared.__all__,
     *transport.__all__,
     "SessionHandler",
