@@ -257,6 +257,7 @@ class _Scenario:
     params: Any
     result: asyncio.Future[dict[str, Any]]
     logs: dict[int, str] = field(default_factory=dict)
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
 
     def page(self) -> bytes:
         cfg = {
@@ -459,6 +460,7 @@ class PageServer:
         if scenario is None:
             return "404 Not Found", "text/plain", b"not found"
         if method == "GET" and parts[0] == "run":
+            scenario.loaded.set()
             return "200 OK", "text/html; charset=utf-8", scenario.page()
         if method == "POST" and parts[0] in ("result", "log"):
             try:
@@ -794,16 +796,28 @@ class FirefoxBrowser(Browser):
 
 
 async def _run_on_harness(
-    browser: Browser, body: str, url: str, cert_hash: bytes, params: Any, timeout: float
+    browser: Browser,
+    body: str,
+    url: str,
+    cert_hash: bytes,
+    params: Any,
+    timeout: float,
+    load_timeout: float,
 ) -> ScenarioReport:
     server = browser.server
     began = time.monotonic()
     scenario = server._register(body, url, cert_hash, params)
     report = ScenarioReport(browser=browser.name, ok=False)
     opened: _OpenPage | None = None
+    loading = True
     try:
+        # Browser start-up (Firefox) and page load have their own bound, so that a busy
+        # machine does not eat into the scenario's own time.
+        async with asyncio.timeout(load_timeout):
+            opened = await browser._open(server.page_url(scenario.id), load_timeout)
+            await scenario.loaded.wait()
+        loading = False
         async with asyncio.timeout(timeout):
-            opened = await browser._open(server.page_url(scenario.id), timeout)
             payload = await asyncio.shield(scenario.result)
         report.ok = bool(payload.get("ok"))
         report.result = payload.get("result")
@@ -811,7 +825,10 @@ async def _run_on_harness(
         report.stack = str(payload.get("stack", ""))
         report.page_logs = [str(line) for line in payload.get("logs") or []]
     except TimeoutError:
-        report.error = f"timed out after {timeout}s (no result posted by the page)"
+        if loading:
+            report.error = f"page not loaded within {load_timeout}s (browser start-up/load)"
+        else:
+            report.error = f"timed out after {timeout}s (no result posted by the page)"
         report.page_logs = scenario.ordered_logs()
     except Exception as exc:
         report.error = f"harness error: {type(exc).__name__}: {exc}"
@@ -833,11 +850,14 @@ async def run_scenario_report(
     cert_hash: bytes,
     params: Mapping[str, Any] | None = None,
     timeout: float = 30,
+    load_timeout: float = 30,
 ) -> ScenarioReport:
     """Run a scenario and return its :class:`ScenarioReport` (never raises on page errors)."""
-    coro = _run_on_harness(browser, js_body, url, bytes(cert_hash), dict(params or {}), timeout)
-    # The harness side is bounded by ``timeout`` itself; the margin covers closing the page.
-    return await browser.server.acall(coro, timeout + 30)
+    coro = _run_on_harness(
+        browser, js_body, url, bytes(cert_hash), dict(params or {}), timeout, load_timeout
+    )
+    # The harness side bounds itself; the margin covers closing the page.
+    return await browser.server.acall(coro, load_timeout + timeout + 30)
 
 
 async def run_scenario(
@@ -848,6 +868,7 @@ async def run_scenario(
     cert_hash: bytes,
     params: Mapping[str, Any] | None = None,
     timeout: float = 30,
+    load_timeout: float = 30,
 ) -> Any:
     """Run ``js_body`` in ``browser`` and return what it returned.
 
@@ -855,10 +876,17 @@ async def run_scenario(
     ``ctx.hash`` (``Uint8Array`` of ``cert_hash``, the SHA-256 of the server's DER
     certificate) and ``ctx.params`` (= ``params``, JSON).  Raises ``AssertionError``
     with the page's error, stack and console output if the body throws, its result is
-    not JSON-serialisable, or nothing arrives within ``timeout`` seconds.
+    not JSON-serialisable, the page is not loaded within ``load_timeout`` seconds
+    (browser start-up included), or no result arrives ``timeout`` seconds after that.
     """
     report = await run_scenario_report(
-        browser, js_body, url=url, cert_hash=cert_hash, params=params, timeout=timeout
+        browser,
+        js_body,
+        url=url,
+        cert_hash=cert_hash,
+        params=params,
+        timeout=timeout,
+        load_timeout=load_timeout,
     )
     if not report.ok:
         raise AssertionError(report.describe())
@@ -873,10 +901,13 @@ def run_scenario_sync(
     cert_hash: bytes,
     params: Mapping[str, Any] | None = None,
     timeout: float = 30,
+    load_timeout: float = 30,
 ) -> Any:
     """Blocking :func:`run_scenario` for synchronous tests (server in another thread)."""
-    coro = _run_on_harness(browser, js_body, url, bytes(cert_hash), dict(params or {}), timeout)
-    report = browser.server.call(coro, timeout + 30)
+    coro = _run_on_harness(
+        browser, js_body, url, bytes(cert_hash), dict(params or {}), timeout, load_timeout
+    )
+    report = browser.server.call(coro, load_timeout + timeout + 30)
     if not report.ok:
         raise AssertionError(report.describe())
     return report.result
