@@ -149,6 +149,7 @@ async def test_client_close_code_seen_by_server(
     await session.close(error_code=4242, reason="client says bye")
     info = await asyncio.wait_for(server_session.closed, 5)
     assert (info.error_code, info.reason, info.remote) == (4242, "client says bye", True)
+    assert info.clean
     local = await asyncio.wait_for(session.closed, 5)
     assert (local.error_code, local.remote) == (4242, False)
 
@@ -177,8 +178,9 @@ async def test_no_handler_is_404(start_server: ServerFactory, client: WebTranspo
 
 
 @pytest.mark.timeout(10)
+@pytest.mark.parametrize("code", [0, 0x1E, 0xFFFFFFFF])
 async def test_stream_reset_code_seen_by_peer(
-    start_server: ServerFactory, capture: Capture, client: WebTransportClient
+    start_server: ServerFactory, capture: Capture, client: WebTransportClient, code: int
 ) -> None:
     server = await start_server(capture)
     session = await client.connect(url_of(server))
@@ -187,16 +189,17 @@ async def test_stream_reset_code_seen_by_peer(
     await stream.write(b"partial")
     incoming = await server_session.accept_bidirectional_stream(timeout=5)
     assert await incoming.readexactly(7) == b"partial"
-    await stream.reset(error_code=0x1E)  # crosses the first GREASE point
+    await stream.reset(error_code=code)  # 0x1e crosses the first GREASE point
     with pytest.raises(StreamError) as info:
         await asyncio.wait_for(incoming.read(), 5)
-    assert info.value.error_code == 0x1E
+    assert info.value.error_code == code
     await session.close()
 
 
 @pytest.mark.timeout(10)
+@pytest.mark.parametrize("code", [0, 77, 0xFFFFFFFF])
 async def test_stop_sending_code_seen_by_writer(
-    start_server: ServerFactory, capture: Capture, client: WebTransportClient
+    start_server: ServerFactory, capture: Capture, client: WebTransportClient, code: int
 ) -> None:
     server = await start_server(capture)
     session = await client.connect(url_of(server))
@@ -204,13 +207,13 @@ async def test_stop_sending_code_seen_by_writer(
     stream = await session.create_bidirectional_stream()
     await stream.write(b"hello")
     incoming = await server_session.accept_bidirectional_stream(timeout=5)
-    await incoming.stop_receiving(error_code=77)
+    await incoming.stop_receiving(error_code=code)
     with pytest.raises(StreamError) as info:
         async with asyncio.timeout(5):
             while True:
                 await stream.write(b"x" * 1000)
                 await asyncio.sleep(0.01)
-    assert info.value.error_code == 77
+    assert info.value.error_code == code
     await session.close()
 
 
