@@ -10,6 +10,9 @@ included) the same way it came:
 Run:
     python examples/chat_server.py --port 4433 [--cert cert.pem --key key.pem]
 
+The page examples/browser/chat.html is a browser client for this server; the
+printed sha256 is its `hash` query parameter.
+
 Rooms live in this process: with `--workers` each worker would have its own rooms.
 """
 
@@ -17,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import logging
+import ssl
 import tempfile
 from collections import defaultdict
 
@@ -102,6 +107,9 @@ async def chat(session: WebTransportSession, room: str) -> None:
 def configure(args: argparse.Namespace) -> ServerConfig:
     """Build the server config, generating a certificate when none was given."""
     if args.cert and args.key:
+        with open(args.cert) as pem:
+            der = ssl.PEM_cert_to_DER_cert(pem.read())
+        print(f"using {args.cert} (sha256 {hashlib.sha256(der).hexdigest()})", flush=True)
         return ServerConfig(certfile=args.cert, keyfile=args.key)
     directory = tempfile.mkdtemp(prefix="pywebtransport-")
     info = generate_self_signed_cert("127.0.0.1", output_dir=directory)
