@@ -35,10 +35,10 @@ demo: $(VENV)/.stamp-base
 	$(BIN)/python examples/demo.py
 
 browsers:
-	@if [ -x /usr/bin/chromium ] && command -v firefox-esr >/dev/null; then \
-		echo "browsers: chromium and firefox-esr present"; \
+	@if [ -x /usr/bin/chromium ] && command -v firefox-esr >/dev/null && command -v nft >/dev/null; then \
+		echo "browsers: chromium, firefox-esr and nftables present"; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium firefox-esr; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium firefox-esr nftables; \
 	else \
 		echo "warning: chromium/firefox-esr missing and not root: browser tests will be skipped" >&2; \
 	fi
