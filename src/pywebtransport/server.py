@@ -250,6 +250,12 @@ class WebTransportServer(EventEmitter):
         ) > self._config.max_sessions_per_connection or not self._session_manager.try_add(session):
             self._reject_now(session, 429)
             return
+        supported = self._config.wt_supported_protocols
+        if supported and session.wt_available_protocols:
+            # The client's first offered protocol that the server speaks wins.
+            session.wt_protocol = next(
+                (p for p in session.wt_available_protocols if p in supported), None
+            )
         task = asyncio.get_running_loop().create_task(self._run_session(session))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

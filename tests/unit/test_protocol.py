@@ -24,7 +24,10 @@ from pywebtransport.shared.constants import (
 )
 from pywebtransport.shared.utils import CertificateInfo
 from pywebtransport.transport._protocol import (
+    DRAFT02,
     DatagramReceived,
+    Dialect,
+    Limits,
     ProtocolEvent,
     SessionClosed,
     SessionEstablished,
@@ -188,7 +191,7 @@ class Pair:
             self.client: WebTransportProtocol | None = None
         else:
             self.client = WebTransportProtocol(self.cq)
-        self.server = WebTransportProtocol(self.sq, max_sessions=4)
+        self.server = WebTransportProtocol(self.sq, limits=Limits(max_sessions=4))
         self.client_events: list[Any] = []
         self.server_events: list[ProtocolEvent] = []
         self.client_quic_events: list[qe.QuicEvent] = []
@@ -244,14 +247,14 @@ class Pair:
         self.client_events = [e for e in self.client_events if not isinstance(e, kind)]
         return found
 
-    def request(self, path: str = "/echo") -> int:
+    def request(self, path: str = "/echo", dialect: Dialect = DRAFT02) -> int:
         assert self.client is not None
-        session_id = self.client.connect(authority="127.0.0.1:4433", path=path)
+        session_id = self.client.connect(authority="127.0.0.1:4433", path=path, dialect=dialect)
         self.pump()
         return session_id
 
-    def open_session(self, path: str = "/echo") -> int:
-        session_id = self.request(path)
+    def open_session(self, path: str = "/echo", dialect: Dialect = DRAFT02) -> int:
+        session_id = self.request(path, dialect)
         (requested,) = self.take_server(SessionRequested)
         assert requested.session_id == session_id
         self.server.accept(session_id)

@@ -556,6 +556,11 @@ class ServerConfig(BaseConfig):
             Not in the reference library.
         max_sessions_per_connection: Sessions one QUIC connection may hold;
             further CONNECTs are answered 429. Not in the reference library.
+        wt_supported_protocols: Subprotocols this server speaks, in its
+            preference order. When set, the server selects the client's first
+            offered protocol that is in this list (answered as `wt-protocol`;
+            `session.wt_protocol`) before handlers see the session; empty
+            selects nothing. Not in the reference library.
     """
 
     certfile: str = ""
@@ -566,10 +571,16 @@ class ServerConfig(BaseConfig):
     verify_mode: ssl.VerifyMode = ssl.CERT_NONE
     handshake_timeout: float = 10.0
     max_sessions_per_connection: int = 10
+    wt_supported_protocols: tuple[str, ...] = ()
 
     def _normalize(self) -> None:
         BaseConfig._normalize(self)
         _set(self, "verify_mode", _to_verify_mode("verify_mode", self.verify_mode))
+        _set(
+            self,
+            "wt_supported_protocols",
+            _to_str_tuple("wt_supported_protocols", self.wt_supported_protocols),
+        )
 
     def validate(self) -> None:
         """Checks every field and the relations between fields.
@@ -589,3 +600,4 @@ class ServerConfig(BaseConfig):
         _check_optional_str("ca_certs", self.ca_certs)
         _to_verify_mode("verify_mode", self.verify_mode)
         _check_int("max_sessions_per_connection", self.max_sessions_per_connection, minimum=1)
+        _to_str_tuple("wt_supported_protocols", self.wt_supported_protocols)

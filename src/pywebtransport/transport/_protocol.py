@@ -33,11 +33,21 @@ from ..shared.constants import (
     BIDI_STREAM_SIGNAL,
     CAPSULE_CLOSE_WEBTRANSPORT_SESSION,
     CAPSULE_DRAIN_WEBTRANSPORT_SESSION,
+    CAPSULE_WT_DATA_BLOCKED,
+    CAPSULE_WT_MAX_DATA,
+    CAPSULE_WT_MAX_STREAMS_BIDI,
+    CAPSULE_WT_MAX_STREAMS_UNI,
+    CAPSULE_WT_STREAMS_BLOCKED_BIDI,
+    CAPSULE_WT_STREAMS_BLOCKED_UNI,
     MAX_CLOSE_REASON_BYTES,
     SETTINGS_ENABLE_CONNECT_PROTOCOL,
     SETTINGS_ENABLE_WEBTRANSPORT_DRAFT02,
     SETTINGS_H3_DATAGRAM,
     SETTINGS_H3_DATAGRAM_DRAFT04,
+    SETTINGS_WT_ENABLED,
+    SETTINGS_WT_INITIAL_MAX_DATA,
+    SETTINGS_WT_INITIAL_MAX_STREAMS_BIDI,
+    SETTINGS_WT_INITIAL_MAX_STREAMS_UNI,
     SETTINGS_WT_MAX_SESSIONS,
     UNI_STREAM_TYPE,
     WT_APPLICATION_ERROR_FIRST,
@@ -48,11 +58,16 @@ from ..shared.constants import (
 from ..shared.utils import decode_varint
 
 __all__ = [
+    "DIALECTS",
     "DRAFT02",
+    "DRAFT07",
+    "DRAFT15",
     "DatagramReceived",
     "Dialect",
+    "Limits",
     "ProtocolEvent",
     "SessionClosed",
+    "SessionCreditUpdated",
     "SessionDraining",
     "SessionEstablished",
     "SessionRejected",
@@ -63,9 +78,14 @@ __all__ = [
     "StreamOpened",
     "StreamResetReceived",
     "WebTransportProtocol",
+    "all_settings",
+    "choose_dialect",
     "decode_capsules",
     "encode_capsule",
+    "encode_sf_string",
     "http3_to_wt_error",
+    "parse_sf_string",
+    "parse_sf_string_list",
     "wt_to_http3_error",
 ]
 
@@ -73,6 +93,16 @@ _MAX_WT_CODE: Final = 0xFFFFFFFF
 _GREASE_PERIOD: Final = 0x1F
 _MAX_HEADER_PEEK: Final = 16
 """A stream header is at most two 8-byte varints; more unparsed bytes is a protocol error."""
+_FLOW_CAPSULES: Final = frozenset(
+    {
+        CAPSULE_WT_MAX_DATA,
+        CAPSULE_WT_MAX_STREAMS_BIDI,
+        CAPSULE_WT_MAX_STREAMS_UNI,
+        CAPSULE_WT_DATA_BLOCKED,
+        CAPSULE_WT_STREAMS_BLOCKED_BIDI,
+        CAPSULE_WT_STREAMS_BLOCKED_UNI,
+    }
+)
 _MAX_ORPHAN_STREAMS: Final = 32
 """Streams buffered for a session whose CONNECT has not arrived yet (draft §4.6)."""
 
@@ -166,7 +196,103 @@ def decode_capsules(buffer: bytearray, max_size: int) -> list[tuple[int, bytes]]
     return capsules
 
 
+# --------------------------------------------------------------------------- structured fields
+
+
+def encode_sf_string(value: str) -> bytes:
+    """Encode an RFC 8941 structured-field string (``"a"``).
+
+    Args:
+        value: Printable ASCII text.
+
+    Returns:
+        The quoted, escaped string.
+    """
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'.encode("ascii", "replace")
+
+
+def parse_sf_string(value: bytes) -> str | None:
+    """Decode one RFC 8941 sf-string.
+
+    Args:
+        value: The header value.
+
+    Returns:
+        The string, or None when the value is not a single sf-string.
+    """
+    items = parse_sf_string_list(value)
+    return items[0] if items is not None and len(items) == 1 else None
+
+
+def parse_sf_string_list(value: bytes) -> list[str] | None:
+    """Decode an RFC 8941 list of sf-strings (``"a", "b"``); parameters are ignored.
+
+    Args:
+        value: The header value.
+
+    Returns:
+        The strings in order, or None when the value is malformed or holds
+        something other than strings.
+    """
+    text = value.decode("ascii", "replace")
+    items: list[str] = []
+    i, n = 0, len(text)
+    while True:
+        while i < n and text[i] in " \t":
+            i += 1
+        if i >= n or text[i] != '"':
+            return None
+        i += 1
+        chars: list[str] = []
+        while True:
+            if i >= n:
+                return None
+            char = text[i]
+            if char == "\\":
+                if i + 1 >= n or text[i + 1] not in '"\\':
+                    return None
+                chars.append(text[i + 1])
+                i += 2
+            elif char == '"':
+                i += 1
+                break
+            elif not " " <= char <= "~":
+                return None
+            else:
+                chars.append(char)
+                i += 1
+        items.append("".join(chars))
+        while i < n and text[i] == ";":  # parameters: skip up to the next member
+            while i < n and text[i] != ",":
+                i += 1
+        while i < n and text[i] in " \t":
+            i += 1
+        if i >= n:
+            return items
+        if text[i] != ",":
+            return None
+        i += 1
+
+
 # --------------------------------------------------------------------------- dialects
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What this endpoint grants a peer, announced in SETTINGS.
+
+    Attributes:
+        max_sessions: Sessions a peer may open on one connection.
+        initial_max_data: Session-level receive window (draft-15 flow control).
+        initial_max_streams_bidi: Bidirectional streams a peer may open per session (draft-15).
+        initial_max_streams_uni: Unidirectional streams a peer may open per session (draft-15).
+    """
+
+    max_sessions: int = 1
+    initial_max_data: int = 4 * 1024 * 1024
+    initial_max_streams_bidi: int = 100
+    initial_max_streams_uni: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,29 +304,55 @@ class Dialect:
         protocol_token: The `:protocol` value a client sends.
         request_headers: Extra headers on a client's CONNECT.
         response_headers: Extra headers on a server's 2xx answer.
+        flow_control: Whether sessions have their own flow control
+            (WT_MAX_DATA / WT_MAX_STREAMS capsules, initial values in SETTINGS).
     """
 
     name: str
     protocol_token: bytes
     request_headers: tuple[tuple[bytes, bytes], ...] = ()
     response_headers: tuple[tuple[bytes, bytes], ...] = ()
+    flow_control: bool = False
 
-    def settings(self, *, max_sessions: int) -> dict[int, int]:
+    def settings(self, limits: Limits) -> dict[int, int]:
         """Return the HTTP/3 SETTINGS this dialect needs beyond aioquic's own.
 
         Args:
-            max_sessions: Sessions a peer may open on one connection.
+            limits: What this endpoint grants its peer.
 
         Returns:
             Setting identifiers mapped to values.
         """
-        return {
+        settings = {
             SETTINGS_ENABLE_CONNECT_PROTOCOL: 1,
             SETTINGS_H3_DATAGRAM: 1,
-            SETTINGS_H3_DATAGRAM_DRAFT04: 1,
-            SETTINGS_ENABLE_WEBTRANSPORT_DRAFT02: 1,
-            SETTINGS_WT_MAX_SESSIONS: max_sessions,
         }
+        if self is DRAFT02:
+            settings[SETTINGS_H3_DATAGRAM_DRAFT04] = 1
+            settings[SETTINGS_ENABLE_WEBTRANSPORT_DRAFT02] = 1
+        elif self is DRAFT07:
+            settings[SETTINGS_WT_MAX_SESSIONS] = limits.max_sessions
+        else:
+            settings[SETTINGS_WT_ENABLED] = 1
+            settings[SETTINGS_WT_INITIAL_MAX_DATA] = limits.initial_max_data
+            settings[SETTINGS_WT_INITIAL_MAX_STREAMS_BIDI] = limits.initial_max_streams_bidi
+            settings[SETTINGS_WT_INITIAL_MAX_STREAMS_UNI] = limits.initial_max_streams_uni
+        return settings
+
+    def spoken_by(self, settings: dict[int, int]) -> bool:
+        """Return whether a peer's SETTINGS show it speaks this dialect.
+
+        Args:
+            settings: The peer's HTTP/3 SETTINGS.
+
+        Returns:
+            True when the dialect's enabling setting is present and non-zero.
+        """
+        if self is DRAFT02:
+            return settings.get(SETTINGS_ENABLE_WEBTRANSPORT_DRAFT02, 0) == 1
+        if self is DRAFT07:
+            return settings.get(SETTINGS_WT_MAX_SESSIONS, 0) > 0
+        return settings.get(SETTINGS_WT_ENABLED, 0) > 0
 
 
 DRAFT02: Final = Dialect(
@@ -210,6 +362,46 @@ DRAFT02: Final = Dialect(
     response_headers=((b"sec-webtransport-http3-draft", b"draft02"),),
 )
 """draft-ietf-webtrans-http3-02, spoken by Chromium and Firefox by default."""
+
+DRAFT07: Final = Dialect(name="draft-07", protocol_token=b"webtransport")
+"""draft-ietf-webtrans-http3-07, spoken by Chromium with `EnableWebTransportDraft07`."""
+
+DRAFT15: Final = Dialect(name="draft-15", protocol_token=b"webtransport-h3", flow_control=True)
+"""draft-ietf-webtrans-http3-15 (SETTINGS_WT_ENABLED, `webtransport-h3`, session flow
+control), spoken by pywebtransport 0.20/0.21 and other current implementations."""
+
+DIALECTS: Final = (DRAFT15, DRAFT07, DRAFT02)
+"""Every dialect spoken, newest first: a client picks the first its server advertises."""
+
+
+def all_settings(limits: Limits) -> dict[int, int]:
+    """Return the SETTINGS of every dialect at once (extra settings are harmless to peers).
+
+    Args:
+        limits: What this endpoint grants its peer.
+
+    Returns:
+        Setting identifiers mapped to values.
+    """
+    settings: dict[int, int] = {}
+    for dialect in reversed(DIALECTS):
+        settings.update(dialect.settings(limits))
+    return settings
+
+
+def choose_dialect(settings: dict[int, int]) -> Dialect | None:
+    """Pick the newest dialect a server's SETTINGS advertise (client side).
+
+    Args:
+        settings: The server's HTTP/3 SETTINGS.
+
+    Returns:
+        The dialect, or None when the server speaks no WebTransport.
+    """
+    for dialect in DIALECTS:
+        if dialect.spoken_by(settings):
+            return dialect
+    return None
 
 
 class _H3(H3Connection):
@@ -256,6 +448,10 @@ class SessionRequested(ProtocolEvent):
     "Every header, pseudo-headers included."
     protocol_token: bytes
     "The `:protocol` value."
+    dialect: Dialect
+    "The dialect the session is served in."
+    protocols: list[str]
+    "Subprotocols the client offered (`wt-available-protocols`), in its order."
 
 
 @dataclass(slots=True)
@@ -292,6 +488,16 @@ class SessionClosed(ProtocolEvent):
     "The peer's reason."
     clean: bool
     "True for CLOSE_WEBTRANSPORT_SESSION or a plain FIN, False for a reset or protocol error."
+    by_peer: bool = True
+    "False when this endpoint closed the session because the peer broke a rule."
+
+
+@dataclass(slots=True)
+class SessionCreditUpdated(ProtocolEvent):
+    """The peer raised a session-level limit (WT_MAX_DATA / WT_MAX_STREAMS, draft-15)."""
+
+    session_id: int
+    "The session."
 
 
 @dataclass(slots=True)
@@ -373,6 +579,36 @@ class _Session:
     close_received: tuple[int, str] | None = None
     local_closed: bool = False
     streams: set[int] = field(default_factory=set)
+    dialect: Dialect = DRAFT02
+    flow: _Flow | None = None
+
+
+@dataclass(slots=True)
+class _Flow:
+    """Session-level flow control state (draft-15), both directions."""
+
+    # What we grant the peer.
+    window: int
+    max_data_sent: int
+    consumed: int = 0
+    max_bidi_sent: int = 0
+    max_uni_sent: int = 0
+    initial_bidi: int = 0
+    initial_uni: int = 0
+    peer_bidi: int = 0
+    peer_uni: int = 0
+    peer_bidi_done: int = 0
+    peer_uni_done: int = 0
+    # What the peer grants us.
+    remote_max_data: int = 0
+    remote_max_bidi: int = 0
+    remote_max_uni: int = 0
+    sent: int = 0
+    opened_bidi: int = 0
+    opened_uni: int = 0
+    blocked_data_at: int = -1
+    blocked_bidi_at: int = -1
+    blocked_uni_at: int = -1
 
 
 @dataclass(slots=True)
@@ -392,9 +628,9 @@ class WebTransportProtocol:
 
     Args:
         quic: The QUIC connection (client or server side).
-        dialect: The WebTransport draft spoken on this connection.
-        max_sessions: Sessions a peer may open on this connection (announced
-            in SETTINGS).
+        limits: What this endpoint grants its peer; announced in SETTINGS for
+            every dialect at once, so each session can be served in the dialect
+            its peer speaks.
         max_capsule_size: Largest capsule value accepted on a CONNECT stream.
     """
 
@@ -402,15 +638,14 @@ class WebTransportProtocol:
         self,
         quic: QuicConnection,
         *,
-        dialect: Dialect = DRAFT02,
-        max_sessions: int = 1,
+        limits: Limits | None = None,
         max_capsule_size: int = 65536,
     ) -> None:
         self.quic = quic
-        self.dialect = dialect
+        self.limits = limits if limits is not None else Limits()
         self.is_client = quic.configuration.is_client
         self.max_capsule_size = max_capsule_size
-        self._h3 = _H3(quic, dialect.settings(max_sessions=max_sessions))
+        self._h3 = _H3(quic, all_settings(self.limits))
         self._settings_seen = False
         self._sessions: dict[int, _Session] = {}
         # stream id -> session id (or _REJECT / _HTTP3) once a stream is classified
@@ -440,6 +675,18 @@ class WebTransportProtocol:
         """
         owner = self._stream_owner.get(stream_id)
         return owner if owner is not None and owner >= 0 else None
+
+    def session_dialect(self, session_id: int) -> Dialect:
+        """Return the dialect a session is served in.
+
+        Args:
+            session_id: The session.
+
+        Returns:
+            Its dialect (draft-02 for unknown sessions).
+        """
+        session = self._sessions.get(session_id)
+        return session.dialect if session is not None else DRAFT02
 
     def datagram_prefix(self, session_id: int) -> bytes:
         """Return the bytes that start every datagram of a session.
@@ -531,6 +778,9 @@ class WebTransportProtocol:
             self._unidirectional.add(stream_id)
         session = self._sessions.get(session_id)
         if session is not None and not session.closed and session.established:
+            if session.flow is not None and not self._admit(session.flow, unidirectional):
+                self._refuse_stream(stream_id, unidirectional, ErrorCodes.WT_FLOW_CONTROL_ERROR)
+                return self._flow_violation(session)
             self._stream_owner[stream_id] = session_id
             session.streams.add(stream_id)
             return [StreamOpened(session_id, stream_id, unidirectional, data, end)]
@@ -566,6 +816,10 @@ class WebTransportProtocol:
         session = self._sessions[session_id]
         events: list[ProtocolEvent] = []
         for stream_id, held in pending.items():
+            unidirectional = stream_id in self._unidirectional
+            if session.flow is not None and not self._admit(session.flow, unidirectional):
+                self._refuse_stream(stream_id, unidirectional, ErrorCodes.WT_FLOW_CONTROL_ERROR)
+                return [*events, *self._flow_violation(session)]
             session.streams.add(stream_id)
             events.append(
                 StreamOpened(
@@ -595,7 +849,21 @@ class WebTransportProtocol:
                 out.extend(self._receive_connect_data(h3_event))
         if not self._settings_seen and self._h3.received_settings is not None:
             self._settings_seen = True
-            out.insert(0, SettingsReceived(dict(self._h3.received_settings)))
+            peer = self._h3.received_settings
+            for session in self._sessions.values():
+                # Sessions requested before the peer's SETTINGS arrived start from them now.
+                flow = session.flow
+                if flow is not None:
+                    flow.remote_max_data = max(
+                        flow.remote_max_data, peer.get(SETTINGS_WT_INITIAL_MAX_DATA, 0)
+                    )
+                    flow.remote_max_bidi = max(
+                        flow.remote_max_bidi, peer.get(SETTINGS_WT_INITIAL_MAX_STREAMS_BIDI, 0)
+                    )
+                    flow.remote_max_uni = max(
+                        flow.remote_max_uni, peer.get(SETTINGS_WT_INITIAL_MAX_STREAMS_UNI, 0)
+                    )
+            out.insert(0, SettingsReceived(dict(peer)))
         return out
 
     def _receive_headers(self, event: h3e.HeadersReceived) -> list[ProtocolEvent]:
@@ -644,7 +912,15 @@ class WebTransportProtocol:
         ):
             self._answer(stream_id, b"400")
             return []
-        self._sessions[stream_id] = _Session(stream_id, is_client=False)
+        dialect = self._dialect_of_request(protocol)
+        session = _Session(stream_id, is_client=False, dialect=dialect)
+        if dialect.flow_control:
+            session.flow = self._new_flow()
+        self._sessions[stream_id] = session
+        offered: list[str] = []
+        for name, value in event.headers:
+            if name == b"wt-available-protocols":
+                offered = parse_sf_string_list(value) or []
         return [
             SessionRequested(
                 stream_id,
@@ -652,8 +928,190 @@ class WebTransportProtocol:
                 authority.decode("utf-8", "replace"),
                 list(event.headers),
                 protocol,
+                dialect,
+                offered,
             )
         ]
+
+    def _dialect_of_request(self, protocol: bytes) -> Dialect:
+        if protocol == DRAFT15.protocol_token:
+            return DRAFT15
+        peer = self._h3.received_settings or {}
+        if not DRAFT02.spoken_by(peer) and DRAFT07.spoken_by(peer):
+            return DRAFT07
+        return DRAFT02
+
+    def _new_flow(self) -> _Flow:
+        peer = self._h3.received_settings or {}
+        limits = self.limits
+        return _Flow(
+            window=limits.initial_max_data,
+            max_data_sent=limits.initial_max_data,
+            max_bidi_sent=limits.initial_max_streams_bidi,
+            max_uni_sent=limits.initial_max_streams_uni,
+            initial_bidi=limits.initial_max_streams_bidi,
+            initial_uni=limits.initial_max_streams_uni,
+            remote_max_data=peer.get(SETTINGS_WT_INITIAL_MAX_DATA, 0),
+            remote_max_bidi=peer.get(SETTINGS_WT_INITIAL_MAX_STREAMS_BIDI, 0),
+            remote_max_uni=peer.get(SETTINGS_WT_INITIAL_MAX_STREAMS_UNI, 0),
+        )
+
+    # ------------------------------------------------------------------ session flow control
+
+    @staticmethod
+    def _admit(flow: _Flow, unidirectional: bool) -> bool:
+        """Count a peer-opened stream; False when it exceeds what we granted."""
+        if unidirectional:
+            flow.peer_uni += 1
+            return flow.peer_uni <= flow.max_uni_sent
+        flow.peer_bidi += 1
+        return flow.peer_bidi <= flow.max_bidi_sent
+
+    def _flow_violation(self, session: _Session) -> list[ProtocolEvent]:
+        reason = "session flow control limit exceeded"
+        events = self.close_session(session.session_id, ErrorCodes.WT_FLOW_CONTROL_ERROR, reason)
+        for event in events:
+            if isinstance(event, SessionClosed):
+                event.by_peer = False
+        return events
+
+    def _send_capsule(self, session: _Session, capsule_type: int, value: int) -> None:
+        if session.local_closed or session.closed:
+            return
+        with contextlib.suppress(Exception):  # the stream may have been reset meanwhile
+            self._h3.send_data(
+                session.session_id,
+                encode_capsule(capsule_type, encode_uint_var(value)),
+                end_stream=False,
+            )
+
+    def _grant_data(self, session: _Session, flow: _Flow, *, force: bool = False) -> bool:
+        target = flow.consumed + flow.window
+        if target > flow.max_data_sent and (
+            force or target - flow.max_data_sent >= flow.window // 2
+        ):
+            flow.max_data_sent = target
+            self._send_capsule(session, CAPSULE_WT_MAX_DATA, target)
+            return True
+        return False
+
+    def _grant_streams(self, session: _Session, flow: _Flow, *, force: bool = False) -> None:
+        target = flow.peer_bidi_done + flow.initial_bidi
+        if target > flow.max_bidi_sent and (
+            force or flow.max_bidi_sent - flow.peer_bidi < max(1, flow.initial_bidi // 2)
+        ):
+            flow.max_bidi_sent = target
+            self._send_capsule(session, CAPSULE_WT_MAX_STREAMS_BIDI, target)
+        target = flow.peer_uni_done + flow.initial_uni
+        if target > flow.max_uni_sent and (
+            force or flow.max_uni_sent - flow.peer_uni < max(1, flow.initial_uni // 2)
+        ):
+            flow.max_uni_sent = target
+            self._send_capsule(session, CAPSULE_WT_MAX_STREAMS_UNI, target)
+
+    def _receive_flow_capsule(
+        self, session: _Session, flow: _Flow, capsule_type: int, payload: bytes
+    ) -> bool | None:
+        """Apply a flow-control capsule; True when our credit grew, None when malformed."""
+        field = decode_varint(payload, 0)
+        if field is None or field[1] != len(payload):
+            return None
+        value = field[0]
+        if capsule_type == CAPSULE_WT_MAX_DATA:
+            if value > flow.remote_max_data:
+                flow.remote_max_data = value
+                return True
+        elif capsule_type == CAPSULE_WT_MAX_STREAMS_BIDI:
+            if value > flow.remote_max_bidi:
+                flow.remote_max_bidi = value
+                return True
+        elif capsule_type == CAPSULE_WT_MAX_STREAMS_UNI:
+            if value > flow.remote_max_uni:
+                flow.remote_max_uni = value
+                return True
+        elif capsule_type == CAPSULE_WT_DATA_BLOCKED:
+            self._grant_data(session, flow, force=True)
+        else:
+            self._grant_streams(session, flow, force=True)
+        return False
+
+    def can_open_stream(self, session_id: int, *, unidirectional: bool) -> bool:
+        """Return whether the peer's session limit lets us open another stream.
+
+        When it does not, WT_STREAMS_BLOCKED is sent (once per limit value).
+
+        Args:
+            session_id: The session.
+            unidirectional: The kind of stream.
+
+        Returns:
+            True when a stream may be opened now (always, without session flow control).
+        """
+        session = self._sessions.get(session_id)
+        flow = session.flow if session is not None else None
+        if session is None or flow is None:
+            return True
+        if unidirectional:
+            if flow.opened_uni < flow.remote_max_uni:
+                return True
+            if flow.blocked_uni_at != flow.remote_max_uni:
+                flow.blocked_uni_at = flow.remote_max_uni
+                self._send_capsule(session, CAPSULE_WT_STREAMS_BLOCKED_UNI, flow.remote_max_uni)
+            return False
+        if flow.opened_bidi < flow.remote_max_bidi:
+            return True
+        if flow.blocked_bidi_at != flow.remote_max_bidi:
+            flow.blocked_bidi_at = flow.remote_max_bidi
+            self._send_capsule(session, CAPSULE_WT_STREAMS_BLOCKED_BIDI, flow.remote_max_bidi)
+        return False
+
+    def send_credit(self, session_id: int) -> int | None:
+        """Return how many more stream bytes the peer lets this session send.
+
+        When it is zero, WT_DATA_BLOCKED is sent (once per limit value).
+
+        Args:
+            session_id: The session.
+
+        Returns:
+            The byte count, or None when the session has no session flow control.
+        """
+        session = self._sessions.get(session_id)
+        flow = session.flow if session is not None else None
+        if session is None or flow is None:
+            return None
+        credit = flow.remote_max_data - flow.sent
+        if credit <= 0 and flow.blocked_data_at != flow.remote_max_data:
+            flow.blocked_data_at = flow.remote_max_data
+            self._send_capsule(session, CAPSULE_WT_DATA_BLOCKED, flow.remote_max_data)
+        return max(0, credit)
+
+    def data_sent(self, session_id: int, count: int) -> None:
+        """Account stream bytes sent in a session with session flow control.
+
+        Args:
+            session_id: The session.
+            count: Bytes handed to QUIC.
+        """
+        session = self._sessions.get(session_id)
+        if session is not None and session.flow is not None:
+            session.flow.sent += count
+
+    def data_consumed(self, session_id: int, count: int) -> bool:
+        """Account stream bytes the application read; may grant the peer more (WT_MAX_DATA).
+
+        Args:
+            session_id: The session.
+            count: Bytes read.
+
+        Returns:
+            True when a WT_MAX_DATA capsule was queued (the caller should transmit).
+        """
+        session = self._sessions.get(session_id)
+        if session is None or session.flow is None:
+            return False
+        session.flow.consumed += count
+        return self._grant_data(session, session.flow)
 
     def _answer(self, stream_id: int, status: bytes) -> None:
         try:
@@ -681,6 +1139,12 @@ class WebTransportProtocol:
                     session.close_received = (code, reason)
                 elif capsule_type == CAPSULE_DRAIN_WEBTRANSPORT_SESSION:
                     events.append(SessionDraining(session.session_id))
+                elif session.flow is not None and capsule_type in _FLOW_CAPSULES:
+                    grew = self._receive_flow_capsule(session, session.flow, capsule_type, payload)
+                    if grew is None:
+                        return [*events, *self._session_protocol_error(session)]
+                    if grew:
+                        events.append(SessionCreditUpdated(session.session_id))
                 # Unknown (GREASE) capsule types are skipped, as RFC 9297 requires.
             if session.close_received is not None:
                 # Nothing may follow CLOSE_WEBTRANSPORT_SESSION: the session is over.
@@ -814,6 +1278,7 @@ class WebTransportProtocol:
         authority: str,
         path: str,
         headers: Iterable[tuple[bytes, bytes]] = (),
+        dialect: Dialect = DRAFT02,
     ) -> int:
         """Send a CONNECT request for a new session (client side).
 
@@ -821,20 +1286,24 @@ class WebTransportProtocol:
             authority: The `:authority` (host:port).
             path: The `:path` (with query).
             headers: Extra request headers.
+            dialect: The dialect to speak (see `choose_dialect`).
 
         Returns:
             The new session's id.
         """
         stream_id = self.quic.get_next_available_stream_id()
         self._stream_owner[stream_id] = _HTTP3
-        self._sessions[stream_id] = _Session(stream_id, is_client=True)
+        session = _Session(stream_id, is_client=True, dialect=dialect)
+        if dialect.flow_control:
+            session.flow = self._new_flow()
+        self._sessions[stream_id] = session
         request = [
             (b":method", b"CONNECT"),
-            (b":protocol", self.dialect.protocol_token),
+            (b":protocol", dialect.protocol_token),
             (b":scheme", b"https"),
             (b":authority", authority.encode()),
             (b":path", path.encode()),
-            *self.dialect.request_headers,
+            *dialect.request_headers,
             *headers,
         ]
         self._h3.send_headers(stream_id, request, end_stream=False)
@@ -855,7 +1324,7 @@ class WebTransportProtocol:
         session = self._sessions[session_id]
         self._h3.send_headers(
             session_id,
-            [(b":status", b"200"), *self.dialect.response_headers, *headers],
+            [(b":status", b"200"), *session.dialect.response_headers, *headers],
             end_stream=False,
         )
         self._stream_owner[session_id] = _HTTP3
@@ -952,6 +1421,11 @@ class WebTransportProtocol:
             header = encode_uint_var(BIDI_STREAM_SIGNAL) + encode_uint_var(session_id)
         self._stream_owner[stream_id] = session_id
         session.streams.add(stream_id)
+        if session.flow is not None:
+            if unidirectional:
+                session.flow.opened_uni += 1
+            else:
+                session.flow.opened_bidi += 1
         quic.send_stream_data(stream_id, header)
         return stream_id
 
@@ -962,11 +1436,20 @@ class WebTransportProtocol:
             stream_id: The stream.
         """
         owner = self._stream_owner.pop(stream_id, None)
+        unidirectional = stream_id in self._unidirectional
         self._unidirectional.discard(stream_id)
         if owner is not None and owner >= 0:
             session = self._sessions.get(owner)
             if session is not None:
                 session.streams.discard(stream_id)
+                flow = session.flow
+                ours = (stream_id & 1) == (0 if self.is_client else 1)
+                if flow is not None and not ours:
+                    if unidirectional:
+                        flow.peer_uni_done += 1
+                    else:
+                        flow.peer_bidi_done += 1
+                    self._grant_streams(session, flow)
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         """Abort sending on a stream with an application error code.

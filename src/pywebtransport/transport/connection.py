@@ -174,7 +174,12 @@ class WebTransportConnection:
         self._loop = asyncio.get_running_loop()
         self._protocol = wp.WebTransportProtocol(
             quic,
-            max_sessions=max_sessions,
+            limits=wp.Limits(
+                max_sessions=max_sessions,
+                initial_max_data=config.initial_max_data,
+                initial_max_streams_bidi=config.initial_max_streams_bidi,
+                initial_max_streams_uni=config.initial_max_streams_uni,
+            ),
             max_capsule_size=config.max_capsule_size,
         )
         self._credit = cast(_QuicConnection, quic).consumed
@@ -319,7 +324,7 @@ class WebTransportConnection:
             "state": self._state.value,
             "remote_address": self.remote_address,
             "local_address": self.local_address,
-            "dialect": self._protocol.dialect.name,
+            "dialects": sorted({s.dialect for s in self._sessions.values()}),
             **self.get_stats(),
         }
 
@@ -353,7 +358,9 @@ class WebTransportConnection:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    def _consumed(self, stream_id: int, count: int) -> None:
+    def _consumed(self, stream_id: int, count: int, session_id: int) -> None:
+        if self._protocol.data_consumed(session_id, count):
+            self._pump._transmit_soon()
         consumed = self._credit
         total = consumed.get(stream_id)
         if total is None:
@@ -455,7 +462,10 @@ class WebTransportConnection:
                 session._headers = event.headers
                 for name, value in event.headers:
                     if name == b"wt-protocol":
-                        session._wt_protocol = _parse_sf_string(value)
+                        chosen = wp.parse_sf_string(value)
+                        # A protocol we did not offer is ignored, as browsers do.
+                        if chosen is not None and chosen in (session._wt_available_protocols or ()):
+                            session._wt_protocol = chosen
                 session._set_ready()
         elif isinstance(event, wp.SessionRejected):
             session = self._sessions.get(event.session_id)
@@ -501,6 +511,7 @@ class WebTransportConnection:
             headers=event.headers,
             authority=event.authority,
         )
+        session._wt_available_protocols = event.protocols
         self._sessions[event.session_id] = session
         self._last_activity = time.monotonic()
         callback = self.on_session_request
@@ -516,7 +527,7 @@ class WebTransportConnection:
     ) -> None:
         extra = list(headers or [])
         if session._wt_protocol:
-            extra.append((b"wt-protocol", _sf_string(session._wt_protocol)))
+            extra.append((b"wt-protocol", wp.encode_sf_string(session._wt_protocol)))
         for event in self._protocol.accept(session.session_id, extra):
             self._dispatch(event)
         session._set_ready()
@@ -618,17 +629,27 @@ class WebTransportConnection:
         )
         if protocols:
             header_list.append(
-                (b"wt-available-protocols", b", ".join(_sf_string(p) for p in protocols))
+                (b"wt-available-protocols", b", ".join(wp.encode_sf_string(p) for p in protocols))
             )
         try:
             async with asyncio.timeout(wait):
-                await asyncio.shield(self._settings)
+                settings = await asyncio.shield(self._settings)
+                dialect = wp.choose_dialect(settings)
+                if dialect is None:
+                    raise HandshakeError(
+                        "the server does not support WebTransport (no WebTransport SETTINGS)",
+                        error_code=ErrorCodes.WT_REQUIREMENTS_NOT_MET,
+                    )
                 session_id = self._protocol.connect(
-                    authority=authority or self._authority, path=path, headers=header_list
+                    authority=authority or self._authority,
+                    path=path,
+                    headers=header_list,
+                    dialect=dialect,
                 )
                 session = WebTransportSession(
                     self, session_id, path=path, headers=[], authority=authority or self._authority
                 )
+                session._wt_available_protocols = list(protocols or ())
                 self._sessions[session_id] = session
                 self._last_activity = time.monotonic()
                 self._transmit_soon()
@@ -636,6 +657,11 @@ class WebTransportConnection:
                     await asyncio.shield(session._ready)
                 except SessionClosedError as exc:
                     status = getattr(session, "_reject_status", None)
+                    if status is None:
+                        raise ConnectionError(
+                            f"connection lost while opening the session at {path!r}",
+                            error_code=exc.error_code,
+                        ) from exc
                     raise HandshakeError(
                         f"server refused the session at {path!r} with HTTP status {status}",
                         status_code=status,
@@ -664,8 +690,11 @@ class WebTransportConnection:
                     else:
                         next_id = quic._local_next_stream_id_bidi
                         limit = quic._remote_max_streams_bidi
-                    if next_id // 4 < limit:
+                    if next_id // 4 < limit and self._protocol.can_open_stream(
+                        session.session_id, unidirectional=unidirectional
+                    ):
                         break
+                    self._transmit_soon()  # a WT_STREAMS_BLOCKED capsule may be queued
                     waiter = self._loop.create_future()
                     self._credit_waiters.append(waiter)
                     await waiter
@@ -787,20 +816,6 @@ class WebTransportConnection:
 from ..shared.types import SessionState as _SessionState  # noqa: E402
 
 _CLOSING_STATE = _SessionState.CLOSING
-
-
-def _sf_string(value: str) -> bytes:
-    """Encode an RFC 8941 structured-field string."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'.encode("ascii", "replace")
-
-
-def _parse_sf_string(value: bytes) -> str | None:
-    """Decode an RFC 8941 sf-string; None when malformed."""
-    text = value.decode("ascii", "replace").strip()
-    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
-        return None
-    return text[1:-1].replace('\\"', '"').replace("\\\\", "\\")
 
 
 def _version() -> str:

@@ -88,6 +88,7 @@ class WebTransportSession:
         self._datagram_waiter: asyncio.Future[None] | None = None
         self._datagram_prefix = conn._protocol.datagram_prefix(session_id)
         self._wt_protocol: str | None = None
+        self._wt_available_protocols: list[str] | None = None
         self.key: tuple[int, int] = (conn.handle, session_id)
         """Unique key of this session across all connections: (connection handle, session id)."""
         self.stats: dict[str, int] = {
@@ -200,6 +201,15 @@ class WebTransportSession:
         self._wt_protocol = value
 
     @property
+    def wt_available_protocols(self) -> list[str] | None:
+        """Subprotocols offered in the CONNECT (`wt-available-protocols`), in preference order.
+
+        On the server, set `wt_protocol` to one of them before accepting to
+        select it (or let `ServerConfig.wt_supported_protocols` choose).
+        """
+        return self._wt_available_protocols
+
+    @property
     def protocol(self) -> str:
         """The negotiated subprotocol as the browser API reports it (`""` when none)."""
         return self._wt_protocol or ""
@@ -207,7 +217,11 @@ class WebTransportSession:
     @property
     def dialect(self) -> str:
         """The WebTransport draft spoken on this session, e.g. ``"draft-02"``."""
-        return self._conn._protocol.dialect.name
+        return self._conn._protocol.session_dialect(self._session_id).name
+
+    @property
+    def _has_flow_control(self) -> bool:
+        return self._conn._protocol.session_dialect(self._session_id).flow_control
 
     @property
     def max_datagram_size(self) -> int:

@@ -221,7 +221,7 @@ class WebTransportReceiveStream(_StreamBase):
                         need = 0
                 data = b"".join(parts)
         self._buffered -= len(data)
-        self._conn._consumed(self._stream_id, len(data))
+        self._conn._consumed(self._stream_id, len(data), self._session._session_id)
         if not self._buffered and self._eof:
             self._recv_done = True
             self._maybe_finished()
@@ -417,6 +417,7 @@ class WebTransportSendStream(_StreamBase):
         self._write_waiter: asyncio.Future[None] | None = None
         self._write_timeout = session._config.write_timeout
         self._high_water = session._config.max_stream_write_buffer_size
+        self._session_flow = session._has_flow_control
 
     @property
     def direction(self) -> StreamDirection:
@@ -475,11 +476,16 @@ class WebTransportSendStream(_StreamBase):
         high = self._high_water
         offset = 0
         conn = self._conn
+        limited = self._session_flow
         while True:
             # Hand QUIC at most one buffer's worth at a time so memory stays bounded.
             step = min(size - offset, high)
+            if limited and step:
+                step = await self._session_credit(step)
             last = offset + step >= size
             conn._send(self._stream_id, view[offset : offset + step], end_stream and last)
+            if limited:
+                conn._protocol.data_sent(self._session._session_id, step)
             offset += step
             if last:
                 break
@@ -491,6 +497,30 @@ class WebTransportSendStream(_StreamBase):
             self._maybe_finished()
         elif conn._send_buffered(self._stream_id) > high:
             await self._drain()
+
+    async def _session_credit(self, wanted: int) -> int:
+        """Wait until the session's flow control (draft-15) allows sending; return how much."""
+        conn = self._conn
+        session_id = self._session._session_id
+        while True:
+            credit = conn._protocol.send_credit(session_id)
+            if credit is None:
+                return wanted
+            if credit > 0:
+                return min(wanted, credit)
+            conn._transmit_soon()  # WT_DATA_BLOCKED was queued
+            waiter = conn._loop.create_future()
+            conn._credit_waiters.append(waiter)
+            try:
+                async with asyncio.timeout(self._write_timeout):
+                    await waiter
+            except builtins.TimeoutError as exc:
+                raise TimeoutError(
+                    f"stream {self._stream_id}: the peer granted no session credit within "
+                    f"write_timeout={self._write_timeout}s",
+                    operation="write",
+                ) from exc
+            self._check_writable()
 
     async def _drain(self) -> None:
         conn = self._conn
@@ -597,6 +627,7 @@ class WebTransportStream(WebTransportReceiveStream, WebTransportSendStream):
         self._write_waiter = None
         self._write_timeout = session._config.write_timeout
         self._high_water = session._config.max_stream_write_buffer_size
+        self._session_flow = session._has_flow_control
 
     @property
     def direction(self) -> StreamDirection:
