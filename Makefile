@@ -13,7 +13,7 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 # Silences the mkdocs-material end-of-life banner in build output.
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: venv demo browsers lint types test-fast test docs
+.PHONY: venv demo browsers peer-venv lint types test-fast test docs
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -30,6 +30,20 @@ $(VENV)/.stamp-base: pyproject.toml | $(BIN)/python
 	touch $@
 
 venv: $(VENV)/.stamp-dev
+
+# The third-party peer of the interop tests: pywebtransport 0.21 (same import name as
+# ours, Python 3.12+ wheels only) in a venv of its own, built with any Python >= 3.12.
+PEER_VENV := .venv-peer
+PEER_PYTHON ?= $(shell for p in python3.13 python3.12 $$HOME/.pyenv/versions/3.1[23]*/bin/python3; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo $$p; break; }; done)
+
+$(PEER_VENV)/.stamp:
+	@test -n "$(PEER_PYTHON)" || { echo "error: interop tests need Python >= 3.12 (set PEER_PYTHON)" >&2; exit 1; }
+	$(PEER_PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install -q 'pywebtransport==0.21.*'
+	touch $@
+
+peer-venv: $(PEER_VENV)/.stamp
 
 demo: $(VENV)/.stamp-base
 	$(BIN)/python examples/demo.py
@@ -51,11 +65,11 @@ types: venv
 	$(BIN)/mypy --strict src
 
 test-fast: venv
-	$(BIN)/pytest -m "not browser and not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not browser and not slow and not interop" $(PYTEST_ARGS)
 
 docs: venv
 	$(BIN)/mkdocs build --strict
 
-test: browsers lint types
+test: browsers peer-venv lint types
 	$(BIN)/pytest $(PYTEST_ARGS)
 	$(MAKE) docs

@@ -87,6 +87,7 @@ class WebTransportSession:
         self._datagrams: deque[bytes] = deque(maxlen=self._config.max_pending_datagrams)
         self._datagram_waiter: asyncio.Future[None] | None = None
         self._datagram_prefix = conn._protocol.datagram_prefix(session_id)
+        self._dialect = conn._protocol.session_dialect(session_id)
         self._wt_protocol: str | None = None
         self._wt_available_protocols: list[str] | None = None
         self.key: tuple[int, int] = (conn.handle, session_id)
@@ -217,11 +218,11 @@ class WebTransportSession:
     @property
     def dialect(self) -> str:
         """The WebTransport draft spoken on this session, e.g. ``"draft-02"``."""
-        return self._conn._protocol.session_dialect(self._session_id).name
+        return self._dialect.name
 
     @property
     def _has_flow_control(self) -> bool:
-        return self._conn._protocol.session_dialect(self._session_id).flow_control
+        return self._dialect.flow_control
 
     @property
     def max_datagram_size(self) -> int:
