@@ -95,7 +95,7 @@ class Peer:
 
 @pytest.fixture
 async def run_peer(peer_python: Path) -> AsyncIterator[Any]:
-    """Start peer processes (`server PORT CERT KEY` / `client URL CA ...`); all are stopped after."""
+    """Start peer processes (`server PORT CERT KEY`, `client URL CA ...`); all stopped after."""
     peers: list[Peer] = []
 
     async def start(*args: str) -> Peer:

@@ -71,8 +71,9 @@ def test_server_serves_the_dialect_the_client_speaks(
     (requested,) = pair.take_server(SessionRequested)
     token = b"webtransport-h3" if dialect is DRAFT15 else b"webtransport"
     assert requested.protocol_token == token
-    # Our client advertises every dialect, so a `webtransport` request is draft-02.
-    assert requested.dialect is (DRAFT15 if dialect is DRAFT15 else DRAFT02)
+    # Our client advertises every dialect, so a `webtransport` request is served as the
+    # newest `webtransport` dialect its SETTINGS show: draft-07.
+    assert requested.dialect is (DRAFT15 if dialect is DRAFT15 else DRAFT07)
 
 
 def test_subprotocols_reach_the_server(certificate: CertificateInfo) -> None:

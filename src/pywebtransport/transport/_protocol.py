@@ -936,10 +936,10 @@ class WebTransportProtocol:
     def _dialect_of_request(self, protocol: bytes) -> Dialect:
         if protocol == DRAFT15.protocol_token:
             return DRAFT15
+        # The newest draft the client's SETTINGS show: Chromium in draft-07 mode
+        # announces both the draft-02 and the draft-07 setting.
         peer = self._h3.received_settings or {}
-        if not DRAFT02.spoken_by(peer) and DRAFT07.spoken_by(peer):
-            return DRAFT07
-        return DRAFT02
+        return DRAFT07 if DRAFT07.spoken_by(peer) else DRAFT02
 
     def _new_flow(self) -> _Flow:
         peer = self._h3.received_settings or {}
