@@ -38,6 +38,7 @@ from .transport.connection import (
     _Pump,
     adopt_quic_connection,
     build_quic_configuration,
+    close_secrets_log,
 )
 from .transport.manager import ConnectionManager, SessionManager
 from .transport.session import WebTransportSession
@@ -178,6 +179,7 @@ class WebTransportClient(EventEmitter):
             try:
                 quic_config.load_verify_locations(cafile=config.ca_certs)
             except (OSError, ssl.SSLError) as exc:
+                close_secrets_log(quic_config)
                 raise CertificateError(
                     f"cannot load CA file {config.ca_certs!r}: {exc}", path=config.ca_certs
                 ) from exc
@@ -185,6 +187,7 @@ class WebTransportClient(EventEmitter):
             try:
                 quic_config.load_cert_chain(config.certfile, config.keyfile)
             except (OSError, ValueError) as exc:
+                close_secrets_log(quic_config)
                 raise CertificateError(
                     f"cannot load client certificate {config.certfile!r}: {exc}",
                     path=config.certfile,

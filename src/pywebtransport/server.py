@@ -37,6 +37,7 @@ from .transport.connection import (
     _Pump,
     adopt_quic_connection,
     build_quic_configuration,
+    close_secrets_log,
 )
 from .transport.manager import ConnectionManager, SessionManager
 from .transport.session import WebTransportSession
@@ -156,6 +157,40 @@ class WebTransportServer(EventEmitter):
                 ) from exc
         return quic_config
 
+    def reload_certificates(self, certfile: str | None = None, keyfile: str | None = None) -> None:
+        """Serve a new certificate to new connections, without a restart.
+
+        Browsers accept `serverCertificateHashes` only for certificates valid at
+        most 14 days, so long-running servers rotate them: generate the next one
+        (`generate_self_signed_cert`), hand pages both hashes during the overlap,
+        then call this. Connections already open keep the certificate they
+        started with.
+
+        Args:
+            certfile: New certificate file (default: re-read `config.certfile`).
+            keyfile: New key file (default: re-read `config.keyfile`).
+
+        Raises:
+            CertificateError: The files cannot be read or do not match; the
+                server keeps serving the previous certificate.
+        """
+        config = self._config.update(
+            certfile=certfile or self._config.certfile, keyfile=keyfile or self._config.keyfile
+        )
+        previous, self._config = self._config, config
+        try:
+            fresh = self._load_certificates()
+        except CertificateError:
+            self._config = previous
+            raise
+        close_secrets_log(fresh)  # only its certificate is used
+        if self._quic_server is not None:
+            live = self._quic_server._configuration
+            live.certificate = fresh.certificate
+            live.certificate_chain = fresh.certificate_chain
+            live.private_key = fresh.private_key
+        logger.info("certificate reloaded from %s", config.certfile)
+
     async def listen(
         self, host: str | None = None, port: int | None = None, *, reuse_port: bool = False
     ) -> None:
@@ -198,6 +233,7 @@ class WebTransportServer(EventEmitter):
                     create_protocol=self._create_protocol,
                 )
         except (OSError, ValueError) as exc:
+            close_secrets_log(quic_config)
             raise ServerError(
                 f"cannot bind {bind_host}:{bind_port}: {getattr(exc, 'strerror', None) or exc}",
                 bind_address=(bind_host, bind_port),
@@ -347,6 +383,7 @@ class WebTransportServer(EventEmitter):
             await asyncio.wait(list(self._tasks), timeout=max(0.1, end - loop.time()))
         if self._quic_server is not None:
             self._quic_server.close()
+            close_secrets_log(self._quic_server._configuration)
         await self._connection_manager.shutdown()
         await self._session_manager.shutdown()
         self._shutdown_done.set()

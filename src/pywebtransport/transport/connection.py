@@ -123,12 +123,26 @@ def build_quic_configuration(
         verify_mode=config.verify_mode,
     )
     if config.secrets_log_file:
-        quic_config.secrets_log_file = open(config.secrets_log_file, "a")  # noqa: SIM115
+        # Line-buffered so tools reading the key log live see each secret at once;
+        # closed by whoever owns the configuration (see `close_secrets_log`).
+        quic_config.secrets_log_file = open(config.secrets_log_file, "a", buffering=1)  # noqa: SIM115
     if config.qlog_dir:
         from aioquic.quic.logger import QuicFileLogger
 
         quic_config.quic_logger = QuicFileLogger(config.qlog_dir)
     return quic_config
+
+
+def close_secrets_log(quic_config: QuicConfiguration) -> None:
+    """Close the TLS key log file that `build_quic_configuration` opened, if any.
+
+    Args:
+        quic_config: The configuration it was opened for.
+    """
+    log_file = quic_config.secrets_log_file
+    if log_file is not None:
+        quic_config.secrets_log_file = None
+        log_file.close()
 
 
 def adopt_quic_connection(quic: QuicConnection, config: ClientConfig | ServerConfig) -> None:
@@ -745,6 +759,9 @@ class WebTransportConnection:
         self._credit_waiters.clear()
         if not self._terminated.done():
             self._terminated.set_result(None)
+        if self.is_client:
+            # A client connection owns its configuration (and its key log file).
+            close_secrets_log(self._quic.configuration)
         if self._events.has_listeners(EventType.CONNECTION_CLOSED):
             self._events.emit_nowait(
                 event_type=EventType.CONNECTION_CLOSED,
