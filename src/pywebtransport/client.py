@@ -162,7 +162,6 @@ class WebTransportClient(EventEmitter):
             if conn is not None:
                 await conn.close()
             raise
-        self._session_manager.try_add(session)
         self._stats["connect_successes"] += 1
         return session
 
@@ -211,6 +210,7 @@ class WebTransportClient(EventEmitter):
         )
         conn._authority = authority
         conn.on_session_closed = self._on_session_closed
+        conn.on_session_opened = self._session_manager.try_add
         conn.on_closed = self._connection_manager.discard
         if not self._connection_manager.try_add(conn):
             transport.close()

@@ -147,3 +147,18 @@ def test_version_matches_metadata() -> None:
     import pywebtransport
 
     assert pywebtransport.__version__ == importlib.metadata.version("pywebtransport")
+
+
+@pytest.mark.timeout(30)
+async def test_sessions_on_one_connection_are_all_tracked(
+    start_server: Any, client: WebTransportClient
+) -> None:
+    server: WebTransportServer = await start_server(_echo)
+    assert server.local_address is not None
+    first = await client.connect(f"https://127.0.0.1:{server.local_address[1]}/one")
+    second = await first.connection.create_session("/two")
+    assert second.connection is first.connection
+    assert {s.key for s in client.session_manager.sessions()} == {first.key, second.key}
+    await second.close()
+    assert [s.key for s in client.session_manager.sessions()] == [first.key]
+    await first.close()

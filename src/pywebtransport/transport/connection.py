@@ -216,6 +216,8 @@ class WebTransportConnection:
         """Called when any session of this connection closes."""
         self.on_closed: Callable[[WebTransportConnection], None] | None = None
         """Called once when the connection has terminated."""
+        self.on_session_opened: Callable[[WebTransportSession], None] | None = None
+        """Client side: called with each session `create_session()` established."""
 
     # ------------------------------------------------------------------ properties
 
@@ -685,6 +687,8 @@ class WebTransportConnection:
             raise TimeoutError(
                 f"no answer to the WebTransport CONNECT within {wait}s", operation="connect"
             ) from exc
+        if self.on_session_opened is not None:
+            self.on_session_opened(session)
         return session
 
     _authority: str = ""
