@@ -216,7 +216,7 @@ class WebTransportConnection:
         """Called when any session of this connection closes."""
         self.on_closed: Callable[[WebTransportConnection], None] | None = None
         """Called once when the connection has terminated."""
-        self.on_session_opened: Callable[[WebTransportSession], None] | None = None
+        self.on_session_opened: Callable[[WebTransportSession], object] | None = None
         """Client side: called with each session `create_session()` established."""
 
     # ------------------------------------------------------------------ properties
