@@ -208,3 +208,20 @@ def test_sf_parser_never_raises(data: bytes) -> None:
 )
 def test_sf_string_literals(raw: bytes, expected: str | None) -> None:
     assert parse_sf_string(raw) == expected
+
+
+def test_held_stream_buffer_is_capped(certificate: CertificateInfo) -> None:
+    """A stream for a session that has not arrived may buffer at most 64 KiB."""
+    from aioquic.buffer import encode_uint_var
+    from test_protocol import _refusals
+
+    pair = Pair(certificate)
+    stream_id = pair.cq.get_next_available_stream_id()
+    header = encode_uint_var(0x41) + encode_uint_var(400)  # session 400 was never requested
+    pair.cq.send_stream_data(stream_id, header + b"x" * 200_000)
+    pair.pump(rounds=400)
+    assert ErrorCodes.WT_BUFFERED_STREAM_REJECTED in _refusals(pair, stream_id)
+    held = pair.server._orphans.get(400, {})
+    assert stream_id not in held
+    session_id = pair.open_session("/still-fine")
+    pair.assert_alive(session_id)

@@ -104,6 +104,8 @@ _FLOW_CAPSULES: Final = frozenset(
     }
 )
 _MAX_ORPHAN_STREAMS: Final = 32
+_MAX_ORPHAN_BYTES: Final = 64 * 1024
+"""Data one held stream may buffer before its session is known (32 × 64 KiB per connection)."""
 """Streams buffered for a session whose CONNECT has not arrived yet (draft §4.6)."""
 
 
@@ -713,6 +715,10 @@ class WebTransportProtocol:
         if isinstance(event, qe.StreamDataReceived):
             owner = self._stream_owner.get(event.stream_id)
             if owner is not None and owner >= 0:
+                if self._orphan_count and self.orphan_data(
+                    event.stream_id, event.data, event.end_stream
+                ):
+                    return []
                 return [StreamDataReceived(event.stream_id, event.data, event.end_stream)]
             if owner == _HTTP3:
                 return self._to_h3(event)
@@ -1266,6 +1272,13 @@ class WebTransportProtocol:
         held = pending.get(stream_id) if pending else None
         if held is None:
             return False
+        if len(held.data) + len(data) > _MAX_ORPHAN_BYTES:
+            # Held streams are not flow-controlled by a reader: cap what each may buffer.
+            self._forget_orphan(owner, stream_id)
+            self._refuse_stream(
+                stream_id, stream_id in self._unidirectional, ErrorCodes.WT_BUFFERED_STREAM_REJECTED
+            )
+            return True
         held.data += data
         held.end_stream = held.end_stream or end_stream
         return True

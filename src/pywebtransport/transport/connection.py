@@ -411,8 +411,6 @@ class WebTransportConnection:
             if stream is not None:
                 stream._feed(event.data, event.end_stream)  # type: ignore[union-attr]
                 return
-            if self._protocol.orphan_data(event.stream_id, event.data, event.end_stream):
-                return
         elif type(event) is qe.DatagramFrameReceived:
             data = event.data
             # One-byte quarter stream id covers session ids below 256.
