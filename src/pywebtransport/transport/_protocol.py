@@ -104,9 +104,9 @@ _FLOW_CAPSULES: Final = frozenset(
     }
 )
 _MAX_ORPHAN_STREAMS: Final = 32
-_MAX_ORPHAN_BYTES: Final = 64 * 1024
-"""Data one held stream may buffer before its session is known (32 × 64 KiB per connection)."""
 """Streams buffered for a session whose CONNECT has not arrived yet (draft §4.6)."""
+_MAX_ORPHAN_BYTES: Final = 64 * 1024
+"""Data one held stream may buffer before its session is known (32 x 64 KiB per connection)."""
 
 
 # --------------------------------------------------------------------------- codes
