@@ -258,7 +258,6 @@ class WebTransportServer(EventEmitter):
         conn.on_closed = self._on_connection_closed
         if self._closing or not self._connection_manager.try_add(conn):
             # Refuse once the handshake is done: aioquic cannot close before it starts.
-            conn._refuse = True  # type: ignore[attr-defined]
             quic.close(error_code=ErrorCodes.QUIC_CONNECTION_REFUSED, reason_phrase="server busy")
         else:
             loop = asyncio.get_running_loop()

@@ -197,6 +197,7 @@ class WebTransportConnection:
             max_capsule_size=config.max_capsule_size,
         )
         self._credit = cast(_QuicConnection, quic).consumed
+        self._stream_window = cast(_QuicConnection, quic).stream_window
         self._streams: dict[int, AnyStream] = {}
         self._sessions: dict[int, WebTransportSession] = {}
         self._blocked: set[WebTransportSendStream] = set()
@@ -360,12 +361,12 @@ class WebTransportConnection:
         return len(stream.sender._buffer)
 
     def _wait_writable(self, stream: WebTransportSendStream, low: int | None = None) -> None:
-        stream._low_mark = stream._high_water // 2 if low is None else low  # type: ignore[attr-defined]
+        stream._low_mark = stream._high_water // 2 if low is None else low
         self._blocked.add(stream)
 
     def _wake_blocked(self) -> None:
         for stream in list(self._blocked):
-            if self._send_buffered(stream.stream_id) <= stream._low_mark:  # type: ignore[attr-defined]
+            if self._send_buffered(stream.stream_id) <= stream._low_mark:
                 self._blocked.discard(stream)
                 stream._wake_writer()
         if self._credit_waiters:
@@ -384,11 +385,8 @@ class WebTransportConnection:
         total += count
         consumed[stream_id] = total
         stream = self._quic._streams.get(stream_id)
-        if (
-            stream is not None
-            and total + self._quic.stream_window - stream.max_stream_data_local  # type: ignore[attr-defined]
-            >= self._quic.stream_window // 2  # type: ignore[attr-defined]
-        ):
+        window = self._stream_window
+        if stream is not None and total + window - stream.max_stream_data_local >= window // 2:
             # The window would grow by half or more: send MAX_STREAM_DATA now.
             self._pump._transmit_soon()
 
@@ -484,7 +482,7 @@ class WebTransportConnection:
         elif isinstance(event, wp.SessionRejected):
             session = self._sessions.get(event.session_id)
             if session is not None:
-                session._reject_status = event.status_code  # type: ignore[attr-defined]
+                session._reject_status = event.status_code
                 self._session_gone(
                     session, SessionCloseInfo(event.status_code, "rejected", True, False)
                 )
@@ -670,7 +668,7 @@ class WebTransportConnection:
                 try:
                     await asyncio.shield(session._ready)
                 except SessionClosedError as exc:
-                    status = getattr(session, "_reject_status", None)
+                    status = session._reject_status
                     if status is None:
                         raise ConnectionError(
                             f"connection lost while opening the session at {path!r}",

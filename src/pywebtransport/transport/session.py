@@ -90,6 +90,7 @@ class WebTransportSession:
         self._dialect = conn._protocol.session_dialect(session_id)
         self._wt_protocol: str | None = None
         self._wt_available_protocols: list[str] | None = None
+        self._reject_status: int | None = None
         self.key: tuple[int, int] = (conn.handle, session_id)
         """Unique key of this session across all connections: (connection handle, session id)."""
         self.stats: dict[str, int] = {

@@ -417,6 +417,7 @@ class WebTransportSendStream(_StreamBase):
         self._write_waiter: asyncio.Future[None] | None = None
         self._write_timeout = session._config.write_timeout
         self._high_water = session._config.max_stream_write_buffer_size
+        self._low_mark = self._high_water // 2
         self._session_flow = session._has_flow_control
 
     @property
@@ -627,6 +628,7 @@ class WebTransportStream(WebTransportReceiveStream, WebTransportSendStream):
         self._write_waiter = None
         self._write_timeout = session._config.write_timeout
         self._high_water = session._config.max_stream_write_buffer_size
+        self._low_mark = self._high_water // 2
         self._session_flow = session._has_flow_control
 
     @property
