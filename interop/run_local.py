@@ -69,11 +69,48 @@ LOSS_PERCENT = 5
 CLIENT_TIMEOUT = 60.0  # the runner's per-test timeout
 RUNNER_FIREFOX_PREFS = {"network.http.speculative-parallel-limit": 0}
 
-_WORDS = (
-    "amber brave calm dapper eager fancy gentle hasty icy jolly keen lively mellow noble "
-    "odd proud quick rusty shiny tidy upbeat vivid witty young zesty otter falcon badger "
-    "heron lynx marmot newt panda quokka raven salmon tapir walrus yak zebra"
-).split()
+_WORDS = [
+    "amber",
+    "brave",
+    "calm",
+    "dapper",
+    "eager",
+    "fancy",
+    "gentle",
+    "hasty",
+    "icy",
+    "jolly",
+    "keen",
+    "lively",
+    "mellow",
+    "noble",
+    "odd",
+    "proud",
+    "quick",
+    "rusty",
+    "shiny",
+    "tidy",
+    "upbeat",
+    "vivid",
+    "witty",
+    "young",
+    "zesty",
+    "otter",
+    "falcon",
+    "badger",
+    "heron",
+    "lynx",
+    "marmot",
+    "newt",
+    "panda",
+    "quokka",
+    "raven",
+    "salmon",
+    "tapir",
+    "walrus",
+    "yak",
+    "zebra",
+]
 
 
 def slug(rng: random.Random, used: set[str]) -> str:
@@ -143,7 +180,9 @@ def make_certs(directory: Path, *, validity_days: int = 10) -> bytes:
     names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
     leaf = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "interop runner leaf")]))
+        .subject_name(
+            x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "interop runner leaf")])
+        )
         .issuer_name(ca_name)
         .public_key(leaf_key.public_key())
         .serial_number(x509.random_serial_number())
@@ -160,9 +199,7 @@ def make_certs(directory: Path, *, validity_days: int = 10) -> bytes:
     (directory / "ca.pem").write_bytes(ca_cert.public_bytes(pem))
     (directory / "cert.pem").write_bytes(leaf.public_bytes(pem))
     (directory / "priv.key").write_bytes(
-        leaf_key.private_bytes(
-            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).digest()
 
@@ -433,6 +470,9 @@ const p = ctx.params;
 const enc = new TextEncoder(), dec = new TextDecoder();
 const opts = {serverCertificateHashes: [{algorithm: "sha-256", value: ctx.hash}]};
 if (p.protocols.length) opts.protocols = p.protocols;
+// Firefox ESR stops handing incoming datagrams to an idle page (no timer pending):
+// keep one timer running for the page's lifetime.
+setInterval(() => {}, 50);
 const wt = new WebTransport(ctx.url, opts);
 await wt.ready;
 const protocol = wt.protocol ?? "";
@@ -462,6 +502,7 @@ const sendAll = async (writable, parts) => {
     for (const part of parts) await writer.write(part);
     await writer.close();
 };
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const ignoreClose = (e) => { console.log("loop ended: " + e); };
 const files = {};
 
@@ -504,8 +545,11 @@ if (p.mode === "serve") {
             const {value, done} = await reader.read();
             if (done) return;
             const name = dec.decode(value).replace(/^GET /, "").trim();
-            const head = enc.encode(`PUSH ${name}\n`);
-            writer.write(concat([head, serve[name]]));
+            if (!(name in serve)) { console.log(`unknown file ${name}`); continue; }
+            // Firefox ESR may leave a datagram write pending forever, and stops sending
+            // once many are left pending: wait for each write, but not for long.
+            const written = writer.write(concat([enc.encode(`PUSH ${name}\n`), serve[name]]));
+            await Promise.race([written.catch(ignoreClose), sleep(20)]);
         }
     })().catch(ignoreClose);
     const closed = await wt.closed.catch((e) => ({error: String(e)}));
@@ -554,7 +598,9 @@ if (p.mode === "unidirectional") {
     })();
     // Datagrams may be lost: re-request what is still missing once a second.
     for (let round = 0; got < p.files.length && round < 20; round++) {
-        for (const name of p.files) if (!(name in files)) await writer.write(enc.encode(`GET ${name}`));
+        for (const name of p.files) {
+            if (!(name in files)) await writer.write(enc.encode(`GET ${name}`));
+        }
         await Promise.race([receiving, new Promise((r) => setTimeout(r, 1000))]);
     }
 }
@@ -624,7 +670,9 @@ class Browsers:
             self._server = None
 
 
-def run_browser_client(prep: Prepared, browser: Any, harness: ModuleType, cert_hash: bytes) -> str | None:
+def run_browser_client(
+    prep: Prepared, browser: Any, harness: ModuleType, cert_hash: bytes
+) -> str | None:
     """Play the client with a browser page; write its downloads like the runner's image."""
     if prep.case == "handshake":
         mode, names = "handshake", []
@@ -654,7 +702,7 @@ def run_browser_client(prep: Prepared, browser: Any, harness: ModuleType, cert_h
             timeout=CLIENT_TIMEOUT,
         )
     except AssertionError as exc:
-        return f"browser: {str(exc)[:1500]}"
+        return f"browser: {str(exc)[:6000]}"
     downloads = prep.dir("client_downloads")
     downloads.mkdir(parents=True, exist_ok=True)
     (downloads / "negotiated_protocol.txt").write_text(result.get("protocol") or "")
@@ -742,9 +790,7 @@ def run_cell(
     detail = "" if failure is None else f"{failure}\n(files kept in {root})"
     if failure is None and peer == "firefox" and case == "handshake":
         detail = "no subprotocol (Firefox has no negotiation)"
-    return Cell(
-        peer, case, "pass" if failure is None else "fail", detail, time.monotonic() - began
-    )
+    return Cell(peer, case, "pass" if failure is None else "fail", detail, time.monotonic() - began)
 
 
 def print_matrix(cells: list[Cell], out: Any = sys.stdout) -> None:
@@ -762,7 +808,7 @@ def print_matrix(cells: list[Cell], out: Any = sys.stdout) -> None:
         print(f"{case:<{width}}  " + "  ".join(row), file=out)
     for cell in cells:
         if cell.detail:
-            print(f"\n[{cell.peer} × {cell.case}] {cell.status}: {cell.detail}", file=out)
+            print(f"\n[{cell.peer} x {cell.case}] {cell.status}: {cell.detail}", file=out)
 
 
 def main(argv: list[str] | None = None) -> int:
