@@ -33,6 +33,7 @@ import importlib.util
 import ipaddress
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -437,13 +438,15 @@ class LossyNamespace:
         subprocess.run(["ip", "netns", "add", self.name], check=True)
         try:
             subprocess.run(["ip", "-n", self.name, "link", "set", "lo", "up"], check=True)
-            rule = f"numgen random mod 100 < {self.percent} drop"
+            drop = f"numgen random mod 100 < {self.percent} counter drop"
             ruleset = (
                 "table inet pwtloss {\n"
                 " chain input {\n"
                 "  type filter hook input priority 0; policy accept;\n"
-                f"  udp dport {self.port} {rule}\n"
-                f"  udp sport {self.port} {rule}\n"
+                f"  udp dport {self.port} counter\n"
+                f"  udp sport {self.port} counter\n"
+                f"  udp dport {self.port} {drop}\n"
+                f"  udp sport {self.port} {drop}\n"
                 " }\n"
                 "}\n"
             )
@@ -456,6 +459,19 @@ class LossyNamespace:
             self.__exit__()
             raise
         return ["ip", "netns", "exec", self.name]
+
+    def counts(self) -> tuple[int, int]:
+        """(datagrams seen, datagrams dropped) so far, both directions."""
+        listing = subprocess.run(
+            ["ip", "netns", "exec", self.name, "nft", "list", "table", "inet", "pwtloss"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        packets = [int(n) for n in re.findall(r"counter packets (\d+)", listing)]
+        if len(packets) != 4:
+            return 0, 0
+        return packets[0] + packets[1], packets[2] + packets[3]
 
     def __exit__(self, *exc: object) -> None:
         subprocess.run(["ip", "netns", "delete", self.name], check=False)
@@ -752,11 +768,14 @@ def run_cell(
     cert_hash = make_certs(prep.dir("certs"))
     stack = contextlib.ExitStack()
     failure: str | None = None
+    note = ""
     server: ServerProcess | None = None
     try:
         wrap: list[str] = []
+        lossy: LossyNamespace | None = None
         if peer == "lossy":
-            wrap = stack.enter_context(LossyNamespace(port))
+            lossy = LossyNamespace(port)
+            wrap = stack.enter_context(lossy)
         server = ServerProcess(prep, wrap)
         server.wait_listening()
         if peer in ("ours", "lossy"):
@@ -772,6 +791,9 @@ def run_cell(
             while check(prep) is not None and time.monotonic() < deadline:
                 time.sleep(0.1)
         code = server.stop()
+        if lossy is not None:
+            seen, dropped = lossy.counts()
+            note = f"{dropped} of {seen} datagrams dropped ({100 * dropped / max(seen, 1):.1f} %)"
         if failure is None and code != 0:
             failure = f"server exited {code} on SIGTERM"
         if failure is None:
@@ -788,6 +810,8 @@ def run_cell(
         if not keep and failure is None:
             shutil.rmtree(root, ignore_errors=True)
     detail = "" if failure is None else f"{failure}\n(files kept in {root})"
+    if failure is None and note:
+        detail = note
     if failure is None and peer == "firefox" and case == "handshake":
         detail = "no subprotocol (Firefox has no negotiation)"
     return Cell(peer, case, "pass" if failure is None else "fail", detail, time.monotonic() - began)
