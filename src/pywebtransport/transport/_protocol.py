@@ -1143,6 +1143,7 @@ class WebTransportProtocol:
                     code = int.from_bytes(payload[:4], "big")
                     reason = payload[4:].decode("utf-8", "replace")
                     session.close_received = (code, reason)
+                    break  # the first close wins; nothing after it counts
                 elif capsule_type == CAPSULE_DRAIN_WEBTRANSPORT_SESSION:
                     events.append(SessionDraining(session.session_id))
                 elif session.flow is not None and capsule_type in _FLOW_CAPSULES:
