@@ -162,8 +162,13 @@ def adopt_quic_connection(quic: QuicConnection, config: ClientConfig | ServerCon
     adopted.stream_window = config.quic_stream_receive_window
     adopted.consumed = {}
     # aioquic hard-codes 128 concurrent peer streams; apply the configured limits.
-    quic._local_max_streams_bidi.value = config.quic_max_concurrent_bidi_streams
-    quic._local_max_streams_uni.value = config.quic_max_concurrent_uni_streams
+    # `sent` must follow: aioquic only sends MAX_STREAMS once `value` passes it, so
+    # a limit below aioquic's 128 left at sent=128 would never be re-credited.
+    for limit, value in (
+        (quic._local_max_streams_bidi, config.quic_max_concurrent_bidi_streams),
+        (quic._local_max_streams_uni, config.quic_max_concurrent_uni_streams),
+    ):
+        limit.value = limit.sent = value
 
 
 class WebTransportConnection:
