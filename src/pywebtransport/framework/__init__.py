@@ -8,6 +8,15 @@ frame the server's life. See the framework guide in the docs.
 from __future__ import annotations
 
 from .app import LifecycleHook, ServerApp
+from .groups import (
+    DeliverCallback,
+    GroupBackend,
+    GroupError,
+    GroupManager,
+    HealthCallback,
+    InProcessBackend,
+    RedisBackend,
+)
 from .middleware import (
     AuthHandlerProtocol,
     MiddlewareManager,
@@ -25,11 +34,18 @@ from .router import RequestRouter, RouteHandler, compile_pattern
 
 __all__ = [
     "AuthHandlerProtocol",
+    "DeliverCallback",
+    "GroupBackend",
+    "GroupError",
+    "GroupManager",
+    "HealthCallback",
+    "InProcessBackend",
     "LifecycleHook",
     "MiddlewareManager",
     "MiddlewareProtocol",
     "MiddlewareRejected",
     "RateLimiter",
+    "RedisBackend",
     "RequestRouter",
     "RouteHandler",
     "ServerApp",

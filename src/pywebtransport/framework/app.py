@@ -45,6 +45,7 @@ from ..shared.events import Event, EventType
 from ..shared.exceptions import ServerError
 from ..shared.types import Address
 from ..transport.session import WebTransportSession
+from .groups import GroupManager
 from .middleware import Middleware, MiddlewareManager, MiddlewareRejected
 from .router import RequestRouter, RouteHandler
 
@@ -67,10 +68,19 @@ class ServerApp:
         config: Server configuration. May be set later (`app.config = ...`,
             as the CLI does) but is needed before serving.
         use_uvloop: Let `run()` use uvloop when it is installed.
+        groups: The `GroupManager` behind `app.groups` (default: one with the
+            in-process backend); started on startup, stopped on shutdown.
     """
 
-    def __init__(self, config: ServerConfig | None = None, *, use_uvloop: bool = True) -> None:
+    def __init__(
+        self,
+        config: ServerConfig | None = None,
+        *,
+        use_uvloop: bool = True,
+        groups: GroupManager | None = None,
+    ) -> None:
         self._config = config
+        self._groups = groups if groups is not None else GroupManager()
         self.use_uvloop = use_uvloop
         self._router = RequestRouter()
         self._middleware = MiddlewareManager()
@@ -97,6 +107,17 @@ class ServerApp:
         if self._server is not None:
             raise ServerError("the server already exists; set the config before serving")
         self._config = config
+
+    @property
+    def groups(self) -> GroupManager:
+        """The app's `GroupManager` (settable before startup)."""
+        return self._groups
+
+    @groups.setter
+    def groups(self, groups: GroupManager) -> None:
+        if self._started:
+            raise ServerError("the app is started; set app.groups before startup")
+        self._groups = groups
 
     @property
     def router(self) -> RequestRouter:
@@ -272,6 +293,7 @@ class ServerApp:
         self._shutdown_started = False
         self._shutdown_done = asyncio.Event()
         try:
+            await self._groups.start()
             for middleware in self._middleware.middleware:
                 if hasattr(middleware, "__aenter__") and hasattr(middleware, "__aexit__"):
                     await middleware.__aenter__()
@@ -284,6 +306,7 @@ class ServerApp:
             # A failed startup aborts: no shutdown hooks, entered middleware exited.
             while self._entered:
                 await self._entered.pop().__aexit__(None, None, None)
+            await self._groups.stop()
             self._started = False
             raise
 
@@ -350,6 +373,7 @@ class ServerApp:
                         await result
                 except Exception:
                     logger.exception("shutdown hook %r failed", hook)
+            await self._groups.stop()
             while self._entered:
                 middleware = self._entered.pop()
                 try:
