@@ -49,10 +49,10 @@ demo: $(VENV)/.stamp-base
 	$(BIN)/python examples/demo.py
 
 browsers:
-	@if [ -x /usr/bin/chromium ] && command -v firefox-esr >/dev/null && command -v nft >/dev/null; then \
-		echo "browsers: chromium, firefox-esr and nftables present"; \
+	@if [ -x /usr/bin/chromium ] && command -v firefox-esr >/dev/null && command -v nft >/dev/null && command -v redis-server >/dev/null; then \
+		echo "browsers: chromium, firefox-esr, nftables and redis-server present"; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium firefox-esr nftables; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium firefox-esr nftables redis-server; \
 	else \
 		echo "warning: chromium/firefox-esr missing and not root: browser tests will be skipped" >&2; \
 	fi
