@@ -7,13 +7,17 @@ included) the same way it came:
   per member carrying the message;
 - a datagram → a datagram to each member (unreliable, may be dropped).
 
+Rooms are `app.groups` groups. By default they live in this process; with
+`--redis URL` they are shared through Redis by every worker (`--workers N`)
+and every server process (on this host or others) using the same Redis.
+
 Run:
     python examples/chat_server.py --port 4433 [--cert cert.pem --key key.pem]
+        [--workers 2] [--redis redis://127.0.0.1:6379/0]
 
 The page examples/browser/chat.html is a browser client for this server; the
-printed sha256 is its `hash` query parameter.
-
-Rooms live in this process: with `--workers` each worker would have its own rooms.
+printed sha256 is its `hash` query parameter. With several processes give all
+of them the same `--cert`/`--key` so the hash is the same everywhere.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ import hashlib
 import logging
 import ssl
 import tempfile
-from collections import defaultdict
 
 from pywebtransport import (
     ServerConfig,
@@ -32,36 +35,21 @@ from pywebtransport import (
     WebTransportSession,
     WebTransportStream,
 )
-from pywebtransport.framework import ServerApp
+from pywebtransport.framework import GroupError, GroupManager, RedisBackend, ServerApp
 from pywebtransport.shared.utils import generate_self_signed_cert
 
 MAX_MESSAGE = 64 * 1024
 
 app = ServerApp()
-rooms: defaultdict[str, set[WebTransportSession]] = defaultdict(set)
 logger = logging.getLogger("chat")
 
 
-async def send_stream_message(member: WebTransportSession, message: bytes) -> None:
-    """Deliver one message to one member on a new unidirectional stream."""
-    try:
-        stream = await member.create_unidirectional_stream()
-        await stream.write(message, end_stream=True)
-    except Exception as exc:  # a member leaving must not break the room
-        logger.debug("delivery failed: %r", exc)
-
-
 async def broadcast(room: str, message: bytes, *, datagram: bool = False) -> None:
-    """Send a message to every session in a room."""
-    members = [member for member in rooms[room] if member.is_ready]
-    if datagram:
-        for member in members:
-            try:
-                await member.send_datagram(message)
-            except Exception as exc:
-                logger.debug("datagram delivery failed: %r", exc)
-        return
-    await asyncio.gather(*(send_stream_message(member, message) for member in members))
+    """Send a message to every session in a room, in every process."""
+    try:
+        await app.groups.publish(room, message, datagram=datagram)
+    except GroupError as exc:  # e.g. Redis is down: this message is lost, say so
+        logger.warning("message to %r not delivered: %s", room, exc)
 
 
 async def read_message(stream: WebTransportStream | WebTransportReceiveStream) -> bytes:
@@ -91,17 +79,15 @@ async def relay_datagrams(session: WebTransportSession, room: str) -> None:
 
 @app.pattern_route("/chat/{room}")
 async def chat(session: WebTransportSession, room: str) -> None:
-    """Join `room` until the client leaves."""
-    rooms[room].add(session)
-    logger.info("%s joined %r (%d members)", session.remote_address, room, len(rooms[room]))
+    """Join `room` until the client leaves (the session leaves it when it closes)."""
+    await app.groups.join(room, session)
+    members = len(app.groups.members(room))
+    logger.info("%s joined %r (%d members here)", session.remote_address, room, members)
     datagrams = asyncio.create_task(relay_datagrams(session, room))
     try:
         await relay_streams(session, room)
     finally:
         datagrams.cancel()
-        rooms[room].discard(session)
-        if not rooms[room]:
-            del rooms[room]
 
 
 def configure(args: argparse.Namespace) -> ServerConfig:
@@ -124,11 +110,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=4433)
     parser.add_argument("--cert")
     parser.add_argument("--key")
+    parser.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    parser.add_argument("--redis", metavar="URL", help="share rooms through this Redis")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     app.config = configure(args)
+    if args.redis:
+        app.groups = GroupManager(backend=RedisBackend(args.redis))
     print(f"serving https://{args.host}:{args.port}/chat/<room>", flush=True)
-    app.run(args.host, args.port)
+    app.run(args.host, args.port, workers=args.workers)
 
 
 if __name__ == "__main__":
