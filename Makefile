@@ -13,7 +13,7 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 # Silences the mkdocs-material end-of-life banner in build output.
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: venv demo browsers peer-venv lint types test-fast test docs
+.PHONY: venv demo browsers peer-venv lint types test-fast test docs bench bench-smoke
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -72,4 +72,14 @@ docs: venv
 
 test: browsers peer-venv lint types
 	$(BIN)/pytest $(PYTEST_ARGS)
+	$(MAKE) bench-smoke
 	$(MAKE) docs
+
+# Benchmarks against raw aioquic (benchmarks/README in BENCHMARK.md): the full run writes
+# BENCHMARK.md, docs/benchmarks.md and benchmarks/results/ (< 10 min on 2 cores);
+# bench-smoke runs every scenario with tiny sizes and checks only that each completes (< 60 s).
+bench: $(VENV)/.stamp-base
+	$(BIN)/python -m benchmarks
+
+bench-smoke: $(VENV)/.stamp-base
+	$(BIN)/python -m benchmarks --smoke
