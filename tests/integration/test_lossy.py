@@ -65,7 +65,12 @@ def ns() -> Iterator[str]:
 
 
 def _run_case(
-    ns: str, certificate: CertificateInfo, *, loss: int = 0, relay: list[str] | None = None
+    ns: str,
+    certificate: CertificateInfo,
+    *,
+    loss: int = 0,
+    relay: list[str] | None = None,
+    sizes: str = "1048576,1572864,2097152",
 ) -> dict[str, Any]:
     port = random.randint(20000, 40000)
     if loss:
@@ -123,6 +128,8 @@ def _run_case(
                 str(client_port),
                 "--ca",
                 certificate.certfile,
+                "--sizes",
+                sizes,
                 *(["--nft-ns", ns] if loss else []),
             ),
             capture_output=True,

@@ -5,8 +5,9 @@ Run it between a client and a server (inside a test namespace):
     python udp_relay.py --listen 5000 --target 4433 --delay 10-20 --reorder 25 --dup 5
 
 Every datagram, in both directions, waits a uniform random delay; `--reorder` percent
-of them wait an extra 10-30 ms so later datagrams overtake them; `--dup` percent are
-sent twice; `--loss` percent are dropped. On SIGTERM it prints one JSON line of counts.
+of them wait an extra 5-15 ms so later datagrams overtake them (the others keep
+their order); `--dup` percent are sent twice; `--loss` percent are dropped.
+On SIGTERM it prints one JSON line of counts.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ class Relay:
         self.counts = {"forwarded": 0, "dropped": 0, "duplicated": 0, "reordered": 0}
         self.loop = asyncio.get_running_loop()
         self.rng = random.Random(args.seed)
+        self.last_due: dict[str, float] = {}
 
-    def schedule(self, data: bytes, send: Any) -> None:
+    def schedule(self, data: bytes, send: Any, direction: str) -> None:
         if self.rng.random() * 100 < self.args.loss:
             self.counts["dropped"] += 1
             return
@@ -39,12 +41,18 @@ class Relay:
         if self.rng.random() * 100 < self.args.dup:
             copies = 2
             self.counts["duplicated"] += 1
+        now = self.loop.time()
         for _ in range(copies):
-            wait = self.rng.uniform(*self.delay)
+            due = now + self.rng.uniform(*self.delay)
             if self.rng.random() * 100 < self.args.reorder:
-                wait += self.rng.uniform(0.010, 0.030)
+                # Held back: datagrams sent after it overtake it.
+                due += self.rng.uniform(0.005, 0.015)
                 self.counts["reordered"] += 1
-            self.loop.call_later(wait, send, data)
+            else:
+                # Jitter alone keeps order, as on a real path: never before the last one.
+                due = max(due, self.last_due.get(direction, 0.0))
+                self.last_due[direction] = due
+            self.loop.call_at(due, send, data)
             self.counts["forwarded"] += 1
 
 
@@ -59,7 +67,7 @@ class Front(asyncio.DatagramProtocol):
         relay = self.relay
         relay.client_addr = addr
         if relay.back is not None:
-            relay.schedule(data, relay.back.sendto)
+            relay.schedule(data, relay.back.sendto, "up")
 
 
 class Back(asyncio.DatagramProtocol):
@@ -73,7 +81,11 @@ class Back(asyncio.DatagramProtocol):
         relay = self.relay
         if relay.front is not None and relay.client_addr is not None:
             client = relay.client_addr
-            relay.schedule(data, lambda d: relay.front.sendto(d, client))  # type: ignore[union-attr]
+            relay.schedule(
+                data,
+                lambda d: relay.front.sendto(d, client),  # type: ignore[union-attr]
+                "down",
+            )
 
 
 async def main() -> None:
