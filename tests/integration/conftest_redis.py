@@ -9,6 +9,7 @@ or `make browsers` as root).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 from collections.abc import AsyncIterator
@@ -76,10 +77,8 @@ class RedisServer:
             return False
         finally:
             writer.close()
-            try:
+            with contextlib.suppress(OSError):
                 await writer.wait_closed()
-            except OSError:
-                pass
 
     async def kill(self) -> None:
         """Kill the server (SIGKILL: no goodbye to clients) and reap it."""
