@@ -81,6 +81,7 @@ class WebTransportServer(EventEmitter):
         self._connection_manager = ConnectionManager(max_connections=config.max_connections)
         self._session_manager = SessionManager(max_sessions=config.max_sessions)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._handshake_timers: dict[WebTransportConnection, asyncio.TimerHandle] = {}
         self._closing = False
         self._shutdown_done = asyncio.Event()
         self._local_addresses: list[Address] = []
@@ -261,15 +262,21 @@ class WebTransportServer(EventEmitter):
             quic.close(error_code=ErrorCodes.QUIC_CONNECTION_REFUSED, reason_phrase="server busy")
         else:
             loop = asyncio.get_running_loop()
-            loop.call_later(self._config.handshake_timeout, self._check_handshake, conn)
+            timer = loop.call_later(self._config.handshake_timeout, self._check_handshake, conn)
+            self._handshake_timers[conn] = timer
         return pump
 
     def _check_handshake(self, conn: WebTransportConnection) -> None:
+        self._handshake_timers.pop(conn, None)
         if not conn._connected.done() and not conn.is_closed:
             logger.debug("handshake timeout for connection %d", conn.handle)
             conn.abort()
 
     def _on_connection_closed(self, conn: WebTransportConnection) -> None:
+        # A pending handshake timer would keep the closed connection alive until it fires.
+        timer = self._handshake_timers.pop(conn, None)
+        if timer is not None:
+            timer.cancel()
         self._connection_manager.discard(conn)
 
     def _on_session_closed(self, session: WebTransportSession) -> None:
