@@ -403,7 +403,8 @@ class ServerApp:
         binding the same UDP port with `SO_REUSEPORT`; the kernel spreads
         clients over them by address. Each worker runs the startup and
         shutdown hooks and has its own state (sessions, rate limits, chat
-        rooms): nothing is shared between workers, and a client whose address
+        rooms): nothing is shared between workers unless it lives outside the
+        process (e.g. `app.groups` on a `RedisBackend`), and a client whose address
         changes (connection migration) may land on another worker and lose
         its connection. The parent forwards SIGINT/SIGTERM to the workers and
         waits for them.
