@@ -5,8 +5,9 @@ Standalone (not part of the `python -m benchmarks` runner, which may pick it up)
     python benchmarks/fanout.py [--sessions 500] [--workers 2] [--messages 100]
         [--size 64] [--redis redis://127.0.0.1:6379/0]
 
-Starts `redis-server` on a free port unless `--redis` is given, then
-`examples/chat_server.py --workers W --redis URL`, connects `--sessions`
+Starts `redis-server` on a free port unless `--redis` is given, then a chat
+server like `examples/chat_server.py` (this script with `--serve`, limits
+raised for many sessions) with `--workers W` on Redis, connects `--sessions`
 sessions to one room (from `--clients` client sockets, so the kernel spreads
 them over the workers), lets one session send `--messages` messages and times
 until every session has received every message. Prints one JSON line:
@@ -33,9 +34,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from pywebtransport import (  # noqa: E402
     ClientConfig,
+    ServerConfig,
     WebTransportClient,
     WebTransportSession,
 )
+from pywebtransport.framework import GroupManager, RedisBackend, ServerApp  # noqa: E402
 from pywebtransport.shared.utils import generate_self_signed_cert  # noqa: E402
 
 
@@ -91,6 +94,26 @@ async def receive(session: WebTransportSession, count: int) -> None:
         await stream.read_all()
 
 
+def serve(args: argparse.Namespace) -> None:
+    """The server child: the chat relay on `app.groups` over Redis, with W workers."""
+    config = ServerConfig(
+        certfile=args.cert,
+        keyfile=args.key,
+        max_connections=4 * args.sessions,
+        max_sessions=4 * args.sessions,
+        max_sessions_per_connection=args.sessions,
+    )
+    app = ServerApp(config, groups=GroupManager(backend=RedisBackend(args.redis)))
+
+    @app.pattern_route("/chat/{room}")
+    async def chat(session: WebTransportSession, room: str) -> None:
+        await app.groups.join(room, session)
+        async for stream in session.incoming_unidirectional_streams():
+            await app.groups.publish(room, await stream.read_all())
+
+    app.run("127.0.0.1", args.port, workers=args.workers)
+
+
 async def main(args: argparse.Namespace) -> dict[str, object]:
     redis_process = None
     redis_url = args.redis
@@ -100,7 +123,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     port = free_port(socket.SOCK_DGRAM)
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     server = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "examples" / "chat_server.py"), "--port", str(port),
+        sys.executable, __file__, "--serve", "--port", str(port), "--sessions", str(args.sessions),
         "--cert", cert.certfile, "--key", cert.keyfile, "--workers", str(args.workers),
         "--redis", redis_url, env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
@@ -156,4 +179,12 @@ if __name__ == "__main__":
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--redis", metavar="URL")
     parser.add_argument("--timeout", type=float, default=300.0)
-    print(json.dumps(asyncio.run(main(parser.parse_args()))), flush=True)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--cert", help=argparse.SUPPRESS)
+    parser.add_argument("--key", help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.serve:
+        serve(arguments)
+    else:
+        print(json.dumps(asyncio.run(main(arguments))), flush=True)
