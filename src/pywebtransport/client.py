@@ -39,6 +39,7 @@ from .transport.connection import (
     adopt_quic_connection,
     build_quic_configuration,
     close_secrets_log,
+    tune_udp_socket,
 )
 from .transport.manager import ConnectionManager, SessionManager
 from .transport.session import WebTransportSession
@@ -205,6 +206,7 @@ class WebTransportClient(EventEmitter):
         transport, pump = await loop.create_datagram_endpoint(
             lambda: _Pump(quic), local_addr=local, family=family
         )
+        tune_udp_socket(transport)
         conn = WebTransportConnection(
             config=config, quic=quic, pump=pump, max_sessions=config.max_sessions
         )

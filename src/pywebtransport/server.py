@@ -38,6 +38,7 @@ from .transport.connection import (
     adopt_quic_connection,
     build_quic_configuration,
     close_secrets_log,
+    tune_udp_socket,
 )
 from .transport.manager import ConnectionManager, SessionManager
 from .transport.session import WebTransportSession
@@ -240,6 +241,8 @@ class WebTransportServer(EventEmitter):
                 bind_address=(bind_host, bind_port),
             ) from exc
         transport = self._quic_server._transport
+        if transport is not None:
+            tune_udp_socket(transport)
         sockname = transport.get_extra_info("sockname") if transport is not None else None
         if sockname:
             self._local_addresses = [(str(sockname[0]), int(sockname[1]))]
