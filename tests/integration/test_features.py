@@ -162,3 +162,38 @@ async def test_sessions_on_one_connection_are_all_tracked(
     await second.close()
     assert [s.key for s in client.session_manager.sessions()] == [first.key]
     await first.close()
+
+
+@pytest.mark.timeout(30)
+async def test_keep_alive_outlives_the_idle_timeout(
+    start_server: Any, client_config: ClientConfig
+) -> None:
+    """With sessions open, PINGs every keep_alive_interval keep an idle connection up."""
+    server: WebTransportServer = await start_server(
+        _echo, connection_idle_timeout=1.5, keep_alive_interval=None
+    )
+    assert server.local_address is not None
+    config = client_config.update(connection_idle_timeout=1.5, keep_alive_interval=0.4)
+    async with WebTransportClient(config) as client:
+        session = await client.connect(f"https://127.0.0.1:{server.local_address[1]}/idle")
+        await asyncio.sleep(4)  # well past the idle timeout, nothing sent by the app
+        assert session.is_ready
+        stream = await session.create_bidirectional_stream()
+        await stream.write(b"still here", end_stream=True)
+        assert await asyncio.wait_for(stream.read_all(), 5) == b"still here"
+
+
+@pytest.mark.timeout(30)
+async def test_idle_connection_without_keep_alive_times_out(
+    start_server: Any, client_config: ClientConfig
+) -> None:
+    server: WebTransportServer = await start_server(
+        _echo, connection_idle_timeout=1.0, keep_alive_interval=None
+    )
+    assert server.local_address is not None
+    config = client_config.update(connection_idle_timeout=1.0, keep_alive_interval=None)
+    async with WebTransportClient(config) as client:
+        session = await client.connect(f"https://127.0.0.1:{server.local_address[1]}/idle")
+        info = await asyncio.wait_for(session.wait_closed(), 10)
+        assert info.clean is False
+        assert len(server.connection_manager) == 0

@@ -25,7 +25,7 @@ from typing import Final
 
 from aioquic.buffer import encode_uint_var
 from aioquic.h3 import events as h3e
-from aioquic.h3.connection import H3Connection
+from aioquic.h3.connection import H3Connection, H3Stream, MessageError
 from aioquic.quic import events as qe
 from aioquic.quic.connection import QuicConnection, stream_is_unidirectional
 
@@ -44,6 +44,7 @@ from ..shared.constants import (
     SETTINGS_ENABLE_WEBTRANSPORT_DRAFT02,
     SETTINGS_H3_DATAGRAM,
     SETTINGS_H3_DATAGRAM_DRAFT04,
+    SETTINGS_MAX_FIELD_SECTION_SIZE,
     SETTINGS_WT_ENABLED,
     SETTINGS_WT_INITIAL_MAX_DATA,
     SETTINGS_WT_INITIAL_MAX_STREAMS_BIDI,
@@ -407,16 +408,32 @@ def choose_dialect(settings: dict[int, int]) -> Dialect | None:
 
 
 class _H3(H3Connection):
-    """`H3Connection` that announces the dialect's SETTINGS."""
+    """`H3Connection` that announces our SETTINGS and keeps malformed requests stream-local."""
 
     def __init__(self, quic: QuicConnection, extra_settings: dict[int, int]) -> None:
         self._extra_settings = extra_settings
+        self.malformed_requests: list[int] = []
         super().__init__(quic, enable_webtransport=True)
 
     def _get_local_settings(self) -> dict[int, int]:
         settings = super()._get_local_settings()
         settings.update(self._extra_settings)
         return settings
+
+    def _receive_request_or_push_data(
+        self, stream: H3Stream, data: bytes, stream_ended: bool
+    ) -> list[h3e.H3Event]:
+        try:
+            return super()._receive_request_or_push_data(stream, data, stream_ended)
+        except MessageError:
+            if self._is_client:
+                raise
+            # RFC 9114 §4.1.2: a malformed request is a stream error, not a connection
+            # error (aioquic would close the connection and every session on it).
+            stream.buffer = b""
+            stream.receiving_ended = stream.sending_ended = True
+            self.malformed_requests.append(stream.stream_id)
+            return []
 
 
 # --------------------------------------------------------------------------- events
@@ -634,6 +651,8 @@ class WebTransportProtocol:
             every dialect at once, so each session can be served in the dialect
             its peer speaks.
         max_capsule_size: Largest capsule value accepted on a CONNECT stream.
+        max_field_section_size: Largest request header block accepted (RFC 9114
+            field section size: names + values + 32 per field); larger gets 431.
     """
 
     def __init__(
@@ -642,12 +661,16 @@ class WebTransportProtocol:
         *,
         limits: Limits | None = None,
         max_capsule_size: int = 65536,
+        max_field_section_size: int = 65536,
     ) -> None:
         self.quic = quic
         self.limits = limits if limits is not None else Limits()
         self.is_client = quic.configuration.is_client
         self.max_capsule_size = max_capsule_size
-        self._h3 = _H3(quic, all_settings(self.limits))
+        self.max_field_section_size = max_field_section_size
+        settings = all_settings(self.limits)
+        settings[SETTINGS_MAX_FIELD_SECTION_SIZE] = max_field_section_size
+        self._h3 = _H3(quic, settings)
         self._settings_seen = False
         self._sessions: dict[int, _Session] = {}
         # stream id -> session id (or _REJECT / _HTTP3) once a stream is classified
@@ -848,7 +871,14 @@ class WebTransportProtocol:
 
     def _to_h3(self, event: qe.QuicEvent) -> list[ProtocolEvent]:
         out: list[ProtocolEvent] = []
-        for h3_event in self._h3.handle_event(event):
+        h3_events = self._h3.handle_event(event)
+        if self._h3.malformed_requests:
+            for stream_id in self._h3.malformed_requests:
+                self._stream_owner[stream_id] = _REJECT
+                self._safe_stop(stream_id, ErrorCodes.H3_MESSAGE_ERROR)
+                self._safe_reset(stream_id, ErrorCodes.H3_MESSAGE_ERROR)
+            self._h3.malformed_requests.clear()
+        for h3_event in h3_events:
             if isinstance(h3_event, h3e.HeadersReceived):
                 out.extend(self._receive_headers(h3_event))
             elif isinstance(h3_event, h3e.DataReceived):
@@ -897,6 +927,10 @@ class WebTransportProtocol:
         if session is not None:
             # Trailers on a CONNECT stream: nothing to do with them.
             return self._maybe_peer_fin(session, event.stream_ended)
+        size = sum(len(name) + len(value) + 32 for name, value in event.headers)
+        if size > self.max_field_section_size:
+            self._answer(stream_id, b"431")
+            return []
         pseudo: dict[bytes, bytes] = {}
         for name, value in event.headers:
             if name.startswith(b":"):

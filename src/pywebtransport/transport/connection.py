@@ -224,6 +224,7 @@ class WebTransportConnection:
                 initial_max_streams_uni=config.initial_max_streams_uni,
             ),
             max_capsule_size=config.max_capsule_size,
+            max_field_section_size=config.max_field_section_size,
         )
         self._credit = cast(_QuicConnection, quic).consumed
         self._stream_window = cast(_QuicConnection, quic).stream_window
@@ -237,6 +238,7 @@ class WebTransportConnection:
         self._state = ConnectionState.CONNECTING
         self._close_reason: tuple[int, str] | None = None
         self._handle = next(_handles)
+        self._keep_alive: asyncio.TimerHandle | None = None
         self._events = EventEmitter(max_listeners=config.max_event_listeners)
         self._created_at = time.monotonic()
         self._last_activity = self._created_at
@@ -456,6 +458,7 @@ class WebTransportConnection:
             self._state = ConnectionState.CONNECTED
             if not self._connected.done():
                 self._connected.set_result(None)
+            self._schedule_keep_alive()
         for wt_event in self._protocol.handle_event(event):
             self._dispatch(wt_event)
 
@@ -765,9 +768,25 @@ class WebTransportConnection:
 
     # ------------------------------------------------------------------ closing
 
+    def _schedule_keep_alive(self) -> None:
+        interval = self._config.keep_alive_interval
+        if interval is not None and self._state is ConnectionState.CONNECTED:
+            self._keep_alive = self._loop.call_later(interval, self._send_keep_alive)
+
+    def _send_keep_alive(self) -> None:
+        # PINGs keep NAT bindings and the idle timer alive only while sessions are
+        # open: a connection without sessions is left to its idle timeout.
+        if self._sessions and self._state is ConnectionState.CONNECTED:
+            self._quic.send_ping(0)
+            self._transmit_soon()
+        self._schedule_keep_alive()
+
     def _on_terminated(self, error_code: int, reason: str) -> None:
         if self._state is ConnectionState.CLOSED:
             return
+        if self._keep_alive is not None:
+            self._keep_alive.cancel()
+            self._keep_alive = None
         self._state = ConnectionState.CLOSED
         self._close_reason = (error_code, reason)
         error = ConnectionError(
@@ -791,8 +810,11 @@ class WebTransportConnection:
         if not self._terminated.done():
             self._terminated.set_result(None)
         if self.is_client:
-            # A client connection owns its configuration (and its key log file).
+            # A client connection owns its configuration (key log file) and its socket.
             close_secrets_log(self._quic.configuration)
+            transport = self._pump._transport
+            if transport is not None:
+                transport.close()
         if self._events.has_listeners(EventType.CONNECTION_CLOSED):
             self._events.emit_nowait(
                 event_type=EventType.CONNECTION_CLOSED,
