@@ -76,7 +76,8 @@ class WebTransportSession:
         self._authority = authority
         self._headers = headers
         self._state = SessionState.CONNECTING
-        self._events = EventEmitter(max_listeners=self._config.max_event_listeners)
+        # Created on first use: most sessions never register a listener.
+        self._events: EventEmitter | None = None
         loop = conn._loop
         self._ready: asyncio.Future[None] = loop.create_future()
         self._closed: asyncio.Future[SessionCloseInfo] = loop.create_future()
@@ -186,7 +187,13 @@ class WebTransportSession:
     @property
     def events(self) -> EventEmitter:
         """Session events (`SESSION_READY`, `SESSION_CLOSED`, `DATAGRAM_RECEIVED`, ...)."""
+        if self._events is None:
+            self._events = EventEmitter(max_listeners=self._config.max_event_listeners)
         return self._events
+
+    def _listening(self, event_type: EventType) -> EventEmitter | None:
+        events = self._events
+        return events if events is not None and events.has_listeners(event_type) else None
 
     @property
     def remote_address(self) -> Address | None:
@@ -271,18 +278,14 @@ class WebTransportSession:
         self._state = SessionState.CONNECTED
         if not self._ready.done():
             self._ready.set_result(None)
-        if self._events.has_listeners(EventType.SESSION_READY):
-            self._events.emit_nowait(
-                EventType.SESSION_READY, {"session_id": self._session_id}, self
-            )
+        if (events := self._listening(EventType.SESSION_READY)) is not None:
+            events.emit_nowait(EventType.SESSION_READY, {"session_id": self._session_id}, self)
 
     def _set_draining(self) -> None:
         if self._state is SessionState.CONNECTED:
             self._state = SessionState.DRAINING
-        if self._events.has_listeners(EventType.SESSION_DRAINING):
-            self._events.emit_nowait(
-                EventType.SESSION_DRAINING, {"session_id": self._session_id}, self
-            )
+        if (events := self._listening(EventType.SESSION_DRAINING)) is not None:
+            events.emit_nowait(EventType.SESSION_DRAINING, {"session_id": self._session_id}, self)
 
     def _set_closed(self, info: SessionCloseInfo) -> None:
         if self._state is SessionState.CLOSED:
@@ -311,8 +314,8 @@ class WebTransportSession:
         self._streams.clear()
         self._wake_incoming()
         self._wake_datagrams()
-        if self._events.has_listeners(EventType.SESSION_CLOSED):
-            self._events.emit_nowait(
+        if (events := self._listening(EventType.SESSION_CLOSED)) is not None:
+            events.emit_nowait(
                 EventType.SESSION_CLOSED,
                 {
                     "session_id": self._session_id,
@@ -407,8 +410,8 @@ class WebTransportSession:
         else:
             self._incoming_uni.append(stream)
         self._wake_incoming()
-        if self._events.has_listeners(EventType.STREAM_OPENED):
-            self._events.emit_nowait(
+        if (events := self._listening(EventType.STREAM_OPENED)) is not None:
+            events.emit_nowait(
                 EventType.STREAM_OPENED, {"stream": stream, "stream_id": stream.stream_id}, self
             )
 
@@ -568,7 +571,7 @@ class WebTransportSession:
         stats["datagrams_received"] += 1
         stats["bytes_datagrams_received"] += len(data)
         events = self._events
-        if events.has_listeners(EventType.DATAGRAM_RECEIVED):
+        if events is not None and events.has_listeners(EventType.DATAGRAM_RECEIVED):
             events.emit_nowait(
                 EventType.DATAGRAM_RECEIVED, {"data": data, "session_id": self._session_id}, self
             )
