@@ -411,6 +411,9 @@ class WebTransportSendStream(_StreamBase):
 
     def __init__(self, session: WebTransportSession, stream_id: int, *, is_remote: bool) -> None:
         super().__init__(session, stream_id, is_remote=is_remote)
+        self._init_sending(session)
+
+    def _init_sending(self, session: WebTransportSession) -> None:
         self._send_done = False
         self._fin_sent = False
         self._write_error: StreamError | None = None
@@ -622,14 +625,7 @@ class WebTransportStream(WebTransportReceiveStream, WebTransportSendStream):
 
     def __init__(self, session: WebTransportSession, stream_id: int, *, is_remote: bool) -> None:
         WebTransportReceiveStream.__init__(self, session, stream_id, is_remote=is_remote)
-        self._send_done = False
-        self._fin_sent = False
-        self._write_error = None
-        self._write_waiter = None
-        self._write_timeout = session._config.write_timeout
-        self._high_water = session._config.max_stream_write_buffer_size
-        self._low_mark = self._high_water // 2
-        self._session_flow = session._has_flow_control
+        self._init_sending(session)
 
     @property
     def direction(self) -> StreamDirection:
