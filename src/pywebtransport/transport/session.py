@@ -92,6 +92,7 @@ class WebTransportSession:
         self._wt_protocol: str | None = None
         self._wt_available_protocols: list[str] | None = None
         self._reject_status: int | None = None
+        self._max_datagram = 0
         self.key: tuple[int, int] = (conn.handle, session_id)
         """Unique key of this session across all connections: (connection handle, session id)."""
         self.stats: dict[str, int] = {
@@ -231,6 +232,10 @@ class WebTransportSession:
     @property
     def _has_flow_control(self) -> bool:
         return self._dialect.flow_control
+
+    def _cache_max_datagram(self) -> int:
+        self._max_datagram = self.max_datagram_size
+        return self._max_datagram
 
     @property
     def max_datagram_size(self) -> int:
@@ -549,9 +554,12 @@ class WebTransportSession:
         """
         if isinstance(data, str):
             data = data.encode("utf-8")
-        self._check_open()
+        state = self._state
+        if state is not SessionState.CONNECTED and state is not SessionState.DRAINING:
+            self._check_open()
         size = len(data)
-        limit = self.max_datagram_size
+        # Fixed once the handshake is done (peer's frame limit and our packet size).
+        limit = self._max_datagram if self._max_datagram else self._cache_max_datagram()
         if size > limit:
             raise DatagramError(
                 f"datagram of {size} bytes exceeds max_datagram_size ({limit} bytes); "
@@ -610,6 +618,9 @@ class WebTransportSession:
             SessionClosedError: The session closed and the queue is empty.
             TimeoutError: Nothing arrived in time.
         """
+        if self._datagrams:
+            # Hot path: no timeout context, no waiter when a datagram is queued.
+            return self._datagrams.popleft()
         try:
             async with asyncio.timeout(timeout):
                 while not self._datagrams:
@@ -628,7 +639,11 @@ class WebTransportSession:
         Yields:
             Each payload.
         """
+        queue = self._datagrams
         while True:
+            if queue:
+                yield queue.popleft()
+                continue
             try:
                 yield await self.receive_datagram()
             except SessionClosedError:
