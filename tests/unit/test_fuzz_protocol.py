@@ -11,7 +11,6 @@ with an HTTP/3 code), and the other, healthy session keeps working.
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
 
 import pytest
@@ -19,10 +18,9 @@ from aioquic.buffer import encode_uint_var
 from aioquic.h3 import events as h3e
 from aioquic.h3.connection import H3Connection
 from aioquic.quic import events as qe
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_protocol import make_quic_pair
 
 from pywebtransport.shared.constants import (
     CAPSULE_CLOSE_WEBTRANSPORT_SESSION,
@@ -70,39 +68,17 @@ def fuzz(examples: int) -> settings:
 H3_CONNECTION_CODES = set(range(0x100, 0x111)) | {0x200, 0x201, 0x202, 0x33}
 
 
-def _server_protocol(quic: QuicConnection) -> WebTransportProtocol:
-    limits = getattr(wp, "Limits", None)
-    if limits is not None:
-        return WebTransportProtocol(quic, limits=limits(max_sessions=8))
-    return WebTransportProtocol(quic)  # pragma: no cover - older core
-
-
 class Pair:
     """A client and a server QUIC connection in memory, server under `WebTransportProtocol`."""
 
     def __init__(self, certificate: CertificateInfo, *, raw_client: bool = False) -> None:
-        server_cfg = QuicConfiguration(
-            is_client=False, alpn_protocols=["h3"], max_datagram_frame_size=65536
-        )
-        server_cfg.load_cert_chain(certificate.certfile, certificate.keyfile)
-        client_cfg = QuicConfiguration(
-            is_client=True,
-            alpn_protocols=["h3"],
-            max_datagram_frame_size=65536,
-            verify_mode=ssl.CERT_NONE,
-            server_name="127.0.0.1",
-        )
         self.now = 1.0
-        self.cq = QuicConnection(configuration=client_cfg)
-        self.sq = QuicConnection(
-            configuration=server_cfg,
-            original_destination_connection_id=self.cq.original_destination_connection_id,
-        )
+        self.cq, self.sq = make_quic_pair(certificate)
         self.raw: H3Connection | None = H3Connection(self.cq) if raw_client else None
         self.client: WebTransportProtocol | None = (
             None if raw_client else WebTransportProtocol(self.cq)
         )
-        self.server = _server_protocol(self.sq)
+        self.server = WebTransportProtocol(self.sq, limits=wp.Limits(max_sessions=8))
         self.server_events: list[Any] = []
         self.client_events: list[Any] = []
         self.client_quic: list[qe.QuicEvent] = []

@@ -164,27 +164,33 @@ def test_oversize_capsule_raises() -> None:
 # --------------------------------------------------------------------------- in-memory pair
 
 
+def make_quic_pair(certificate: CertificateInfo) -> tuple[QuicConnection, QuicConnection]:
+    """A client and a server `QuicConnection` (h3, datagrams) that have not talked yet."""
+    server_cfg = QuicConfiguration(
+        is_client=False, alpn_protocols=["h3"], max_datagram_frame_size=65536
+    )
+    server_cfg.load_cert_chain(certificate.certfile, certificate.keyfile)
+    client_cfg = QuicConfiguration(
+        is_client=True,
+        alpn_protocols=["h3"],
+        max_datagram_frame_size=65536,
+        verify_mode=ssl.CERT_NONE,
+        server_name="127.0.0.1",
+    )
+    client = QuicConnection(configuration=client_cfg)
+    server = QuicConnection(
+        configuration=server_cfg,
+        original_destination_connection_id=client.original_destination_connection_id,
+    )
+    return client, server
+
+
 class Pair:
     """A client and a server `QuicConnection`, each under a `WebTransportProtocol`."""
 
     def __init__(self, certificate: CertificateInfo, *, raw_client_h3: bool = False) -> None:
-        server_cfg = QuicConfiguration(
-            is_client=False, alpn_protocols=["h3"], max_datagram_frame_size=65536
-        )
-        server_cfg.load_cert_chain(certificate.certfile, certificate.keyfile)
-        client_cfg = QuicConfiguration(
-            is_client=True,
-            alpn_protocols=["h3"],
-            max_datagram_frame_size=65536,
-            verify_mode=ssl.CERT_NONE,
-            server_name="127.0.0.1",
-        )
         self.now = 1.0
-        self.cq = QuicConnection(configuration=client_cfg)
-        self.sq = QuicConnection(
-            configuration=server_cfg,
-            original_destination_connection_id=self.cq.original_destination_connection_id,
-        )
+        self.cq, self.sq = make_quic_pair(certificate)
         self.raw_h3: H3Connection | None = None
         if raw_client_h3:
             self.raw_h3 = H3Connection(self.cq, enable_webtransport=True)

@@ -239,6 +239,8 @@ class WebTransportConnection:
         self._close_reason: tuple[int, str] | None = None
         self._handle = next(_handles)
         self._keep_alive: asyncio.TimerHandle | None = None
+        self._authority = ""
+        """Client side: the `:authority` new sessions default to."""
         self._events = EventEmitter(max_listeners=config.max_event_listeners)
         self._created_at = time.monotonic()
         self._last_activity = self._created_at
@@ -720,8 +722,6 @@ class WebTransportConnection:
         if self.on_session_opened is not None:
             self.on_session_opened(session)
         return session
-
-    _authority: str = ""
 
     async def _create_stream(
         self, session: WebTransportSession, *, unidirectional: bool

@@ -16,7 +16,6 @@ from ..shared.events import EventEmitter, EventType
 from ..shared.exceptions import (
     DatagramError,
     SessionClosedError,
-    SessionError,
     StreamError,
     TimeoutError,
 )
@@ -670,9 +669,3 @@ class WebTransportSession:
     def __repr__(self) -> str:
         state = self._state.value
         return f"<WebTransportSession id={self._session_id} path={self._path!r} state={state}>"
-
-
-def _require_session(value: object) -> WebTransportSession:
-    if not isinstance(value, WebTransportSession):
-        raise SessionError("expected a WebTransportSession")
-    return value
