@@ -23,6 +23,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicFrameType
 from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.recovery import QuicPacketPacer
 from aioquic.quic.stream import QuicStream
 
 from ..shared.config import ClientConfig, ServerConfig
@@ -59,15 +60,21 @@ class _QuicConnection(QuicConnection):
     def _write_stream_limits(
         self, builder: QuicPacketBuilder, space: Any, stream: QuicStream
     ) -> None:
+        # Called for every open stream each time a packet is built: the common
+        # nothing-to-send case must cost no further call.
+        local = stream.max_stream_data_local
         consumed = self.consumed.get(stream.stream_id)  # type: ignore[arg-type]
         if consumed is None:
-            super()._write_stream_limits(builder, space, stream)
+            if stream.max_stream_data_local_sent != local or (
+                local and stream.receiver.highest_offset * 2 > local
+            ):
+                super()._write_stream_limits(builder, space, stream)
             return
         target = consumed + self.stream_window
         # Re-credit in steps of half a window so MAX_STREAM_DATA frames stay rare.
-        if target - stream.max_stream_data_local >= self.stream_window // 2:
-            stream.max_stream_data_local = target
-        if stream.max_stream_data_local_sent != stream.max_stream_data_local:
+        if target - local >= self.stream_window // 2:
+            stream.max_stream_data_local = local = target
+        if stream.max_stream_data_local_sent != local:
             buf = builder.start_frame(
                 QuicFrameType.MAX_STREAM_DATA,
                 capacity=_MAX_STREAM_DATA_FRAME_CAPACITY,
@@ -77,6 +84,37 @@ class _QuicConnection(QuicConnection):
             buf.push_uint_var(stream.stream_id)  # type: ignore[arg-type]
             buf.push_uint_var(stream.max_stream_data_local)
             stream.max_stream_data_local_sent = stream.max_stream_data_local
+
+
+_PACING_BURST_INTERVAL = 0.002
+_PACING_MIN_BURST_PACKETS = 10
+_PACING_MAX_BURST_PACKETS = 256
+_PACING_MIN_PACKET_TIME = 1e-6
+
+
+class _BurstPacer(QuicPacketPacer):
+    """aioquic's token-bucket pacer with a burst sized for event-loop clocks.
+
+    aioquic caps the bucket at 16 packets' worth of *time* (less once the
+    congestion window grows), and its packet time never drops below 1 µs.
+    The bucket only refills when the loop clock moves, and uvloop's clock moves
+    in 1 ms steps: once the window passes about 1.3 MB at the 1 ms RTT floor,
+    the bucket holds a single packet and a bulk sender is held to one packet
+    per millisecond (~1.8 MiB/s) for the rest of the connection, spinning on
+    a timer that is always due. Here the bucket holds what the pacing rate
+    allows over 2 ms, between 10 and 256 packets (the same shape as quinn's
+    pacer), counted in packet times so the 1 µs floor cannot shrink it.
+    """
+
+    def update_rate(self, congestion_window: int, smoothed_rtt: float) -> None:
+        rate = congestion_window / max(smoothed_rtt, _PACING_MIN_PACKET_TIME)
+        packet_time = max(_PACING_MIN_PACKET_TIME, min(self._max_datagram_size / rate, 1.0))
+        burst = rate * _PACING_BURST_INTERVAL / self._max_datagram_size
+        burst = min(max(burst, _PACING_MIN_BURST_PACKETS), _PACING_MAX_BURST_PACKETS)
+        self.packet_time = packet_time
+        self.bucket_max = burst * packet_time
+        if self.bucket_time > self.bucket_max:
+            self.bucket_time = self.bucket_max
 
 
 class _Pump(QuicConnectionProtocol):
@@ -185,6 +223,7 @@ def adopt_quic_connection(quic: QuicConnection, config: ClientConfig | ServerCon
     adopted = cast(_QuicConnection, quic)
     adopted.stream_window = config.quic_stream_receive_window
     adopted.consumed = {}
+    adopted._loss._pacer = _BurstPacer(max_datagram_size=quic._max_datagram_size)
     # aioquic hard-codes 128 concurrent peer streams; apply the configured limits.
     # `sent` must follow: aioquic only sends MAX_STREAMS once `value` passes it, so
     # a limit below aioquic's 128 left at sent=128 would never be re-credited.
