@@ -119,6 +119,8 @@ class WebTransportReceiveStream(_StreamBase):
         self._read_error: StreamError | None = None
         self._read_waiter: asyncio.Future[None] | None = None
         self._read_timeout = session._config.read_timeout
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._read_wait_started = 0.0
 
     @property
     def direction(self) -> StreamDirection:
@@ -129,6 +131,12 @@ class WebTransportReceiveStream(_StreamBase):
     def can_read(self) -> bool:
         """True while reading may still return data."""
         return not self._recv_done or self._buffered > 0
+
+    def _maybe_finished(self) -> None:
+        if self._recv_done and self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+        super()._maybe_finished()
 
     # -- fed by the connection (hot path: no task, no event, no copy)
 
@@ -165,22 +173,42 @@ class WebTransportReceiveStream(_StreamBase):
             raise StreamError(
                 "another coroutine is already reading this stream", stream_id=self._stream_id
             )
-        waiter = self._conn._loop.create_future()
+        loop = self._conn._loop
+        waiter = loop.create_future()
         self._read_waiter = waiter
+        if self._read_timeout is not None:
+            # One lazily re-armed timer per stream instead of a timeout context
+            # per wait: a reader woken for every datagram would otherwise create
+            # and cancel a timer handle per datagram.
+            self._read_wait_started = loop.time()
+            if self._read_timer is None:
+                self._read_timer = loop.call_at(
+                    self._read_wait_started + self._read_timeout, self._on_read_timer
+                )
         try:
-            if self._read_timeout is None:
-                await waiter
-            else:
-                async with asyncio.timeout(self._read_timeout):
-                    await waiter
-        except builtins.TimeoutError as exc:
-            raise TimeoutError(
-                f"no data on stream {self._stream_id} within read_timeout={self._read_timeout}s",
-                operation="read",
-            ) from exc
+            await waiter
         finally:
             if self._read_waiter is waiter:
                 self._read_waiter = None
+
+    def _on_read_timer(self) -> None:
+        self._read_timer = None
+        waiter = self._read_waiter
+        timeout = self._read_timeout
+        if waiter is None or waiter.done() or timeout is None:
+            return
+        due = self._read_wait_started + timeout
+        loop = self._conn._loop
+        if loop.time() < due:
+            self._read_timer = loop.call_at(due, self._on_read_timer)
+            return
+        self._read_waiter = None
+        waiter.set_exception(
+            TimeoutError(
+                f"no data on stream {self._stream_id} within read_timeout={timeout}s",
+                operation="read",
+            )
+        )
 
     def _check_readable(self) -> bool:
         """Return True when data or EOF is available; raise on reset."""
