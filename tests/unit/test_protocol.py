@@ -291,6 +291,25 @@ def pair(certificate: CertificateInfo) -> Pair:
     return Pair(certificate)
 
 
+def test_server_settings_arrive_with_its_first_flight(certificate: CertificateInfo) -> None:
+    """SETTINGS are 0.5-RTT data: the client can send CONNECT when its handshake completes."""
+    cq, sq = make_quic_pair(certificate)
+    client, server = WebTransportProtocol(cq), WebTransportProtocol(sq)
+    cq.connect(SERVER_ADDR, now=1.0)
+    for data, _addr in cq.datagrams_to_send(now=1.0):
+        sq.receive_datagram(data, CLIENT_ADDR, now=1.0)
+    while (event := sq.next_event()) is not None:
+        server.handle_event(event)
+    # Only the server's first flight: the client has not even sent its Finished yet.
+    for data, _addr in sq.datagrams_to_send(now=1.0):
+        cq.receive_datagram(data, SERVER_ADDR, now=1.0)
+    while (event := cq.next_event()) is not None:
+        client.handle_event(event)
+    assert cq._handshake_complete
+    assert client.peer_settings is not None
+    assert client.peer_settings.get(0x2B603742) == 1
+
+
 def test_settings_exchanged(pair: Pair) -> None:
     assert pair.client is not None
     assert pair.server.peer_settings is not None

@@ -754,8 +754,14 @@ class WebTransportProtocol:
             return self._receive_reset(event)
         if isinstance(event, qe.StopSendingReceived):
             return self._receive_stop_sending(event)
-        if isinstance(event, qe.ProtocolNegotiated | qe.HandshakeCompleted):
-            return []
+        if isinstance(event, qe.ProtocolNegotiated) and not self.is_client:
+            # Our control and QPACK streams were opened before the client's
+            # transport parameters arrived, so aioquic holds them as blocked
+            # until the handshake completes. Release them now: SETTINGS then
+            # leave in the server's first flight (0.5-RTT data) and the client
+            # can send CONNECT as soon as its handshake completes, one round
+            # trip earlier.
+            self.quic._unblock_streams(is_unidirectional=True)
         return []
 
     def _peek_stream(self, event: qe.StreamDataReceived) -> list[ProtocolEvent]:
