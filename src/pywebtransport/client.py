@@ -39,6 +39,7 @@ from .transport.connection import (
     adopt_quic_connection,
     build_quic_configuration,
     close_secrets_log,
+    selector_socket,
     tune_udp_socket,
 )
 from .transport.manager import ConnectionManager, SessionManager
@@ -207,6 +208,7 @@ class WebTransportClient(EventEmitter):
             lambda: _Pump(quic), local_addr=local, family=family
         )
         tune_udp_socket(transport)
+        pump.owned_socket = selector_socket(transport)
         conn = WebTransportConnection(
             config=config, quic=quic, pump=pump, max_sessions=config.max_sessions
         )

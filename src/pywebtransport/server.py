@@ -24,7 +24,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aioquic.asyncio.server import QuicServer, serve
+from aioquic.asyncio.server import QuicServer
 from aioquic.quic.connection import QuicConnection
 
 from .shared.config import ServerConfig
@@ -38,6 +38,8 @@ from .transport.connection import (
     adopt_quic_connection,
     build_quic_configuration,
     close_secrets_log,
+    drain_datagrams,
+    selector_socket,
     tune_udp_socket,
 )
 from .transport.manager import ConnectionManager, SessionManager
@@ -52,6 +54,21 @@ SessionHandler = Callable[[WebTransportSession], Awaitable[Any]]
 
 GOING_AWAY_CODE = ErrorCodes.APP_SERVICE_UNAVAILABLE
 """Session close code a server sends when it shuts down."""
+
+
+class _QuicServer(QuicServer):
+    """aioquic's server endpoint, reading queued datagrams in batches under asyncio."""
+
+    _socket: socket.socket | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._socket = selector_socket(transport)
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        super().datagram_received(data, addr)
+        if self._socket is not None:
+            drain_datagrams(self._socket, super().datagram_received)
 
 
 class WebTransportServer(EventEmitter):
@@ -219,21 +236,13 @@ class WebTransportServer(EventEmitter):
         await self._connection_manager.__aenter__()
         await self._session_manager.__aenter__()
         try:
-            if reuse_port:
-                _, self._quic_server = await asyncio.get_running_loop().create_datagram_endpoint(
-                    lambda: QuicServer(
-                        configuration=quic_config, create_protocol=self._create_protocol
-                    ),
-                    local_addr=(bind_host, bind_port),
-                    reuse_port=True,
-                )
-            else:
-                self._quic_server = await serve(
-                    bind_host,
-                    bind_port,
-                    configuration=quic_config,
-                    create_protocol=self._create_protocol,
-                )
+            _, self._quic_server = await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: _QuicServer(
+                    configuration=quic_config, create_protocol=self._create_protocol
+                ),
+                local_addr=(bind_host, bind_port),
+                reuse_port=reuse_port or None,
+            )
         except (OSError, ValueError) as exc:
             close_secrets_log(quic_config)
             raise ServerError(

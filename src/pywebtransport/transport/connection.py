@@ -117,21 +117,69 @@ class _BurstPacer(QuicPacketPacer):
             self.bucket_time = self.bucket_max
 
 
+_RECEIVE_BATCH = 32
+_MAX_UDP_PAYLOAD = 65535
+
+
+def selector_socket(transport: asyncio.BaseTransport) -> socket.socket | None:
+    """Return the socket of an asyncio selector datagram transport, else None.
+
+    asyncio's selector loop reads one datagram per loop iteration; uvloop reads
+    several per poll and hides its socket, so this is None there.
+
+    Args:
+        transport: A datagram transport.
+    """
+    sock = getattr(transport, "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def drain_datagrams(sock: socket.socket, receive: Callable[[bytes, Any], None]) -> None:
+    """Hand `receive` the datagrams already queued on a non-blocking socket.
+
+    Reading them in the same loop iteration lets one transmit (one ACK) and one
+    reader wake-up serve the whole batch, as under uvloop.
+
+    Args:
+        sock: The non-blocking UDP socket.
+        receive: Called with `(data, addr)` for each datagram.
+    """
+    for _ in range(_RECEIVE_BATCH - 1):
+        try:
+            data, addr = sock.recvfrom(_MAX_UDP_PAYLOAD)
+        except OSError:
+            # Nothing queued (BlockingIOError) or an ICMP error for an earlier
+            # send: either way the loop's own reader takes over again.
+            return
+        receive(data, addr)
+
+
 class _Pump(QuicConnectionProtocol):
     """The asyncio datagram protocol of one connection."""
 
     owner: WebTransportConnection
+    owned_socket: socket.socket | None = None
+    """A client's own socket under asyncio's selector loop, drained in batches."""
 
     def quic_event_received(self, event: qe.QuicEvent) -> None:
         self.owner._on_quic_event(event)
 
-    def datagram_received(self, data: bytes | str, addr: Any) -> None:
-        self._quic.receive_datagram(cast(bytes, data), addr, now=self._loop.time())
+    def _receive_one(self, data: bytes, addr: Any) -> None:
+        self._quic.receive_datagram(data, addr, now=self._loop.time())
         self._process_events()
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        self._receive_one(cast(bytes, data), addr)
+        if self.owned_socket is not None:
+            drain_datagrams(self.owned_socket, self._receive_one)
         owner = self.owner
         if owner._blocked or owner._credit_waiters:
             owner._wake_blocked()
-        self.transmit()
+        # Deferred, not immediate: readers woken above run first, so an answer
+        # they write leaves in the same packet as the ACK, and datagrams that
+        # arrive in one loop iteration (uvloop reads them in batches) share one
+        # transmit.
+        self._transmit_soon()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner._on_transport_lost()
