@@ -368,6 +368,7 @@ SCENARIOS = {
     "upload": sc_upload,
     "download": sc_download,
     "multiplex": sc_multiplex,
+    "multiplex_issue": sc_multiplex,
     "datagram_pps": sc_datagram_pps,
     "conn_rate": sc_conn_rate,
     "idle_memory": sc_idle_memory,
