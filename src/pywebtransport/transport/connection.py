@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+from aioquic._buffer import Buffer  # aioquic.buffer re-exports it without __all__
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
@@ -292,6 +293,41 @@ def adopt_quic_connection(quic: QuicConnection, config: ClientConfig | ServerCon
         limit.value = limit.sent = value
 
 
+_NO_CRYPTO_OUTPUT = Buffer(capacity=0)
+"""Stands in for aioquic's per-epoch TLS output buffers once the handshake is over."""
+
+
+def release_crypto_buffers(quic: QuicConnection) -> bool:
+    """Replace a connected `QuicConnection`'s three 16 KiB TLS output buffers by one empty one.
+
+    aioquic allocates them per connection and keeps them for its lifetime, but
+    TLS only writes into them during the handshake: in aioquic's post-handshake
+    states a client only parses NewSessionTicket and a server answers every
+    message with an alert, neither writing output. The output of the message
+    that completed the handshake (the client's Finished, a server's
+    NewSessionTicket) was moved to the crypto streams by `_push_crypto_data`
+    before `HandshakeCompleted` was queued, and the later `_push_crypto_data`
+    calls (one per CRYPTO frame) only read and rewind the empty buffer.
+
+    A server with a session-ticket handler keeps them: TLS 1.3 lets a server
+    send further NewSessionTickets at any time (RFC 8446 section 4.6.1).
+    aioquic 1.7.2 writes its only ticket before this point, but one written
+    later would raise `BufferWriteError` out of `receive_datagram`.
+
+    Args:
+        quic: A connection whose handshake has completed.
+
+    Returns:
+        True when the buffers were released.
+    """
+    if not quic._is_client and quic._session_ticket_handler is not None:
+        return False
+    buffers = quic._crypto_buffers
+    for epoch in buffers:
+        buffers[epoch] = _NO_CRYPTO_OUTPUT
+    return True
+
+
 class WebTransportConnection:
     """One QUIC connection and the WebTransport sessions it carries.
 
@@ -560,6 +596,7 @@ class WebTransportConnection:
             if not self._connected.done():
                 self._connected.set_result(None)
             self._schedule_keep_alive()
+            release_crypto_buffers(self._quic)
         for wt_event in self._protocol.handle_event(event):
             self._dispatch(wt_event)
 
