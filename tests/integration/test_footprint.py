@@ -13,6 +13,9 @@ import os
 from pathlib import Path
 
 import pytest
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import QuicProtocolVersion
 
 from pywebtransport import (
     WebTransportClient,
@@ -21,7 +24,7 @@ from pywebtransport import (
     WebTransportStream,
 )
 from pywebtransport.shared.exceptions import TimeoutError as WTTimeoutError
-from pywebtransport.transport.connection import WebTransportConnection
+from pywebtransport.transport.connection import WebTransportConnection, _ConnectionExtras
 
 from .conftest import ServerFactory, echo_handler, url_of, wait_until
 
@@ -82,6 +85,33 @@ async def test_crypto_buffers_released_after_handshake(
     _assert_crypto_released(session.connection)
     _assert_crypto_released(server_conn)
     await session.close()
+
+
+@pytest.mark.timeout(30)
+async def test_connections_share_one_frame_handler_table(
+    echo_server: WebTransportServer, client: WebTransportClient
+) -> None:
+    sessions = [await client.connect(url_of(echo_server)) for _ in range(2)]
+    connections = [s.connection for s in sessions]
+    connections += await _server_connections(echo_server, 2)
+    extras = [conn._quic.__dict__["_QuicConnection__frame_handlers"] for conn in connections]
+    assert all(isinstance(e, _ConnectionExtras) for e in extras)
+    assert len({id(e._table) for e in extras}) == 1
+    stream_frame = 0x08
+    handlers = [e[stream_frame] for e in extras]
+    # Bound to its own connection, with one epoch set shared by all.
+    for conn, (handler, epochs) in zip(connections, handlers, strict=True):
+        assert getattr(handler, "__self__", None) is conn._quic
+        assert epochs is handlers[0][1]
+    # The library added no attribute to aioquic's (full) instance dict.
+    plain = QuicConnection(configuration=QuicConfiguration(is_client=True))
+    plain._version = QuicProtocolVersion.VERSION_1
+    plain._initialize(b"\x01" * 8)
+    for conn in connections:
+        assert set(conn._quic.__dict__) <= set(plain.__dict__)
+    for session in sessions:
+        await _exercise(session)
+        await session.close()
 
 
 @pytest.mark.timeout(30)

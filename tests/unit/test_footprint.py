@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicProtocolVersion
 from aioquic.tls import SessionTicket, SessionTicketHandler
 
+from pywebtransport.shared.config import ClientConfig
 from pywebtransport.shared.utils import CertificateInfo
-from pywebtransport.transport.connection import release_crypto_buffers
+from pywebtransport.transport.connection import (
+    _ConnectionExtras,
+    _QuicConnection,
+    adopt_quic_connection,
+    release_crypto_buffers,
+)
 
 
 def _quic(
@@ -57,3 +64,24 @@ def test_server_issuing_session_tickets_keeps_crypto_buffers(
     assert not release_crypto_buffers(quic)
     assert quic._crypto_buffers == before
     assert all(buffer.capacity > 0 for buffer in quic._crypto_buffers.values())
+
+
+def test_shared_frame_handler_table_answers_like_aioquics(certificate: CertificateInfo) -> None:
+    reference = _quic(certificate, is_client=True)
+    table = reference.__dict__["_QuicConnection__frame_handlers"]
+    quic = _quic(certificate, is_client=True)
+    adopt_quic_connection(quic, ClientConfig())
+    extras = quic.__dict__["_QuicConnection__frame_handlers"]
+    assert isinstance(quic, _QuicConnection)
+    assert isinstance(extras, _ConnectionExtras)
+    for frame_type, (handler, epochs) in table.items():
+        bound, shared_epochs = extras[frame_type]
+        assert bound.__func__ is handler.__func__
+        assert bound.__self__ is quic
+        assert shared_epochs == epochs
+    # aioquic turns a KeyError into FRAME_ENCODING_ERROR ("Unknown frame type").
+    for unknown in (0x1F, 0x20, 0x32, 2**62 - 1):
+        with pytest.raises(KeyError):
+            extras[unknown]
+    assert quic.consumed is extras.consumed == {}
+    assert "consumed" not in quic.__dict__

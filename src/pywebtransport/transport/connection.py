@@ -15,7 +15,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from aioquic._buffer import Buffer  # aioquic.buffer re-exports it without __all__
 from aioquic.asyncio.protocol import QuicConnectionProtocol
@@ -26,6 +26,7 @@ from aioquic.quic.packet import QuicFrameType
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketPacer
 from aioquic.quic.stream import QuicStream
+from aioquic.tls import Epoch
 
 from ..shared.config import ClientConfig, ServerConfig
 from ..shared.constants import ErrorCodes
@@ -47,17 +48,64 @@ _MIN_STREAM_FRAME_HEADER = 4
 AnyStream = WebTransportReceiveStream | WebTransportSendStream
 
 
+_FrameHandler = tuple[Callable[..., None], frozenset[Epoch]]
+
+
+class _ConnectionExtras:
+    """What the library keeps per `QuicConnection`, in the slot of aioquic's frame-handler table.
+
+    aioquic gives every connection its own dict of 33 bound methods, each
+    with its own frozenset of allowed epochs (about 7 KiB per connection),
+    and only ever reads it as `handlers[frame_type]` (a KeyError there means
+    an unknown frame type). `__getitem__` answers the same from one table
+    shared by all connections, binding the handler on lookup.
+
+    `consumed` lives here rather than on the connection because aioquic's
+    instance dict is full at its 85 keys: one attribute more doubles it
+    (1.5 to 3.3 KiB per connection).
+    """
+
+    __slots__ = ("_quic", "consumed")
+
+    _table: ClassVar[dict[int, _FrameHandler]] = {}
+
+    def __init__(self, quic: QuicConnection, handlers: dict[int, _FrameHandler]) -> None:
+        self._quic = quic
+        self.consumed: dict[int, int] = {}
+        """Bytes the reader took, per WebTransport stream credited by its reader."""
+        if not _ConnectionExtras._table:
+            # aioquic's table is the same for every connection; epoch sets are interned.
+            epoch_sets: dict[frozenset[Epoch], frozenset[Epoch]] = {}
+            _ConnectionExtras._table = {
+                frame_type: (
+                    cast(Any, handler).__func__,
+                    epoch_sets.setdefault(epochs, epochs),
+                )
+                for frame_type, (handler, epochs) in handlers.items()
+            }
+
+    def __getitem__(self, frame_type: int) -> _FrameHandler:
+        function, epochs = self._table[frame_type]
+        return function.__get__(self._quic), epochs
+
+
 class _QuicConnection(QuicConnection):
     """`QuicConnection` whose WebTransport streams get credit as the application reads.
 
     aioquic doubles a stream's receive window whenever half of it has
     arrived, whatever the application consumed, so a slow reader would buffer
     without bound. For streams registered in `consumed`, the window instead
-    ends `stream_window` bytes past what the reader took.
+    ends `quic_stream_receive_window` bytes past what the reader took (see
+    `WebTransportConnection._consumed`).
     """
 
-    stream_window: int
-    consumed: dict[int, int]
+    # aioquic's `self.__frame_handlers` (name-mangled), replaced by `adopt_quic_connection`.
+    _QuicConnection__frame_handlers: _ConnectionExtras
+
+    @property
+    def consumed(self) -> dict[int, int]:
+        """Bytes the reader took, per stream whose window follows its reader."""
+        return self._QuicConnection__frame_handlers.consumed
 
     def _write_stream_limits(
         self, builder: QuicPacketBuilder, space: Any, stream: QuicStream
@@ -271,8 +319,8 @@ def adopt_quic_connection(quic: QuicConnection, config: ClientConfig | ServerCon
 
     aioquic's server creates its `QuicConnection` objects itself, so instead of
     constructing a subclass the class of the new object is switched to
-    `_QuicConnection` (which adds no constructor state beyond the two fields
-    set here) before any packet is processed.
+    `_QuicConnection` (which adds no constructor state: its own is kept in
+    `_ConnectionExtras`) before any packet is processed.
 
     Args:
         quic: A connection that has not sent or received anything yet.
@@ -280,8 +328,9 @@ def adopt_quic_connection(quic: QuicConnection, config: ClientConfig | ServerCon
     """
     quic.__class__ = _QuicConnection
     adopted = cast(_QuicConnection, quic)
-    adopted.stream_window = config.quic_stream_receive_window
-    adopted.consumed = {}
+    # No new instance attributes here: see `_ConnectionExtras`.
+    handlers = quic.__dict__["_QuicConnection__frame_handlers"]
+    adopted._QuicConnection__frame_handlers = _ConnectionExtras(quic, handlers)
     adopted._loss._pacer = _BurstPacer(max_datagram_size=quic._max_datagram_size)
     # aioquic hard-codes 128 concurrent peer streams; apply the configured limits.
     # `sent` must follow: aioquic only sends MAX_STREAMS once `value` passes it, so
@@ -360,7 +409,7 @@ class WebTransportConnection:
             max_field_section_size=config.max_field_section_size,
         )
         self._credit = cast(_QuicConnection, quic).consumed
-        self._stream_window = cast(_QuicConnection, quic).stream_window
+        self._stream_window = config.quic_stream_receive_window
         self._streams: dict[int, AnyStream] = {}
         self._sessions: dict[int, WebTransportSession] = {}
         self._blocked: set[WebTransportSendStream] = set()
