@@ -24,6 +24,7 @@ from pywebtransport import (
     WebTransportStream,
 )
 from pywebtransport.shared.exceptions import TimeoutError as WTTimeoutError
+from pywebtransport.transport._protocol import _StaticTableEncoder
 from pywebtransport.transport.connection import WebTransportConnection, _ConnectionExtras
 
 from .conftest import ServerFactory, echo_handler, url_of, wait_until
@@ -109,6 +110,24 @@ async def test_connections_share_one_frame_handler_table(
     plain._initialize(b"\x01" * 8)
     for conn in connections:
         assert set(conn._quic.__dict__) <= set(plain.__dict__)
+    for session in sessions:
+        await _exercise(session)
+        await session.close()
+
+
+@pytest.mark.timeout(30)
+async def test_qpack_encoders_use_the_static_table_only(
+    echo_server: WebTransportServer, client: WebTransportClient
+) -> None:
+    headers = {"x-custom": "value-" * 20, "x-other": "repeated"}
+    sessions = [await client.connect(url_of(echo_server), headers=headers) for _ in range(2)]
+    connections = [s.connection for s in sessions]
+    connections += await _server_connections(echo_server, 2)
+    for conn in connections:
+        h3 = conn._protocol._h3
+        assert isinstance(h3._encoder, _StaticTableEncoder)
+        # Nothing on the encoder stream: no capacity instruction, no insertion.
+        assert h3._encoder_bytes_sent == 0
     for session in sessions:
         await _exercise(session)
         await session.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pylsqpack
 import pytest
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
@@ -10,6 +11,7 @@ from aioquic.tls import SessionTicket, SessionTicketHandler
 
 from pywebtransport.shared.config import ClientConfig
 from pywebtransport.shared.utils import CertificateInfo
+from pywebtransport.transport._protocol import _StaticTableEncoder
 from pywebtransport.transport.connection import (
     _ConnectionExtras,
     _QuicConnection,
@@ -85,3 +87,26 @@ def test_shared_frame_handler_table_answers_like_aioquics(certificate: Certifica
             extras[unknown]
     assert quic.consumed is extras.consumed == {}
     assert "consumed" not in quic.__dict__
+
+
+@pytest.mark.parametrize("peer_capacity", [0, 4096, 65536])
+def test_static_table_encoder_is_decodable_without_a_dynamic_table(peer_capacity: int) -> None:
+    encoder = _StaticTableEncoder(pylsqpack.Encoder())
+    # What aioquic does with the peer's SETTINGS: the capacity instruction is empty.
+    assert encoder.apply_settings(max_table_capacity=peer_capacity, blocked_streams=16) == b""
+    headers = [
+        (b":method", b"CONNECT"),
+        (b":protocol", b"webtransport"),
+        (b":scheme", b"https"),
+        (b":authority", b"example.com:4433"),
+        (b":path", b"/chat?room=1"),
+        (b"origin", b"https://example.com"),
+        (b"x-long", b"v" * 300),
+    ]
+    # A decoder that allows no dynamic table at all accepts every block, again and again.
+    decoder = pylsqpack.Decoder(max_table_capacity=0, blocked_streams=0)
+    for stream_id in (0, 4, 8):
+        encoder_stream, block = encoder.encode(stream_id, headers)
+        assert encoder_stream == b""
+        assert decoder.feed_header(stream_id, block) == (b"", headers)
+    encoder.feed_decoder(b"")

@@ -21,8 +21,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, cast
 
+import pylsqpack
 from aioquic.buffer import encode_uint_var
 from aioquic.h3 import events as h3e
 from aioquic.h3.connection import H3Connection, H3Stream, MessageError
@@ -407,13 +408,47 @@ def choose_dialect(settings: dict[int, int]) -> Dialect | None:
     return None
 
 
+class _StaticTableEncoder:
+    """A QPACK encoder that never inserts into the dynamic table.
+
+    We encode one CONNECT request or response per session, a few short
+    headers, so a dynamic table saves a few bytes per session. Following the
+    peer's SETTINGS, lsqpack would instead keep encoder state sized to the
+    peer's table (about 4.5 KiB per connection for aioquic's and browsers'
+    4096 bytes). RFC 9204 section 3.2.3 lets the encoder choose any capacity
+    up to the peer's maximum, 0 included, and header blocks referencing only
+    the static table are decodable by every peer and never block a stream.
+
+    A wrapper because `pylsqpack.Encoder` cannot be subclassed; aioquic only
+    calls these three methods.
+    """
+
+    __slots__ = ("_encoder",)
+
+    def __init__(self, encoder: pylsqpack.Encoder) -> None:
+        self._encoder = encoder
+
+    def apply_settings(self, max_table_capacity: int, blocked_streams: int) -> bytes:
+        return self._encoder.apply_settings(max_table_capacity=0, blocked_streams=0)
+
+    def encode(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
+        return self._encoder.encode(stream_id, headers)
+
+    def feed_decoder(self, data: bytes) -> None:
+        self._encoder.feed_decoder(data)
+
+
 class _H3(H3Connection):
-    """`H3Connection` that announces our SETTINGS and keeps malformed requests stream-local."""
+    """`H3Connection` that announces our SETTINGS and keeps malformed requests stream-local.
+
+    Its QPACK encoder uses the static table only (see `_StaticTableEncoder`).
+    """
 
     def __init__(self, quic: QuicConnection, extra_settings: dict[int, int]) -> None:
         self._extra_settings = extra_settings
         self.malformed_requests: list[int] = []
         super().__init__(quic, enable_webtransport=True)
+        self._encoder = cast(pylsqpack.Encoder, _StaticTableEncoder(self._encoder))
 
     def _get_local_settings(self) -> dict[int, int]:
         settings = super()._get_local_settings()
