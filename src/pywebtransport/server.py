@@ -22,6 +22,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from aioquic.asyncio.server import QuicServer
@@ -276,6 +277,9 @@ class WebTransportServer(EventEmitter):
             loop = asyncio.get_running_loop()
             timer = loop.call_later(self._config.handshake_timeout, self._check_handshake, conn)
             self._handshake_timers[conn] = timer
+            # Settled by the handshake (or its failure): the timer, its handle and
+            # this dict entry need not outlive it by `handshake_timeout`.
+            conn._connected.add_done_callback(partial(self._handshake_settled, conn))
         return pump
 
     def _check_handshake(self, conn: WebTransportConnection) -> None:
@@ -284,11 +288,14 @@ class WebTransportServer(EventEmitter):
             logger.debug("handshake timeout for connection %d", conn.handle)
             conn.abort()
 
-    def _on_connection_closed(self, conn: WebTransportConnection) -> None:
-        # A pending handshake timer would keep the closed connection alive until it fires.
+    def _handshake_settled(self, conn: WebTransportConnection, _: object = None) -> None:
         timer = self._handshake_timers.pop(conn, None)
         if timer is not None:
             timer.cancel()
+
+    def _on_connection_closed(self, conn: WebTransportConnection) -> None:
+        # A pending handshake timer would keep the closed connection alive until it fires.
+        self._handshake_settled(conn)
         self._connection_manager.discard(conn)
 
     def _on_session_closed(self, session: WebTransportSession) -> None:

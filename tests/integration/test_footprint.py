@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aioquic.quic.configuration import QuicConfiguration
@@ -23,11 +24,16 @@ from pywebtransport import (
     WebTransportSession,
     WebTransportStream,
 )
+from pywebtransport.shared.events import EventType
 from pywebtransport.shared.exceptions import TimeoutError as WTTimeoutError
 from pywebtransport.transport._protocol import _StaticTableEncoder
-from pywebtransport.transport.connection import WebTransportConnection, _ConnectionExtras
+from pywebtransport.transport.connection import (
+    WebTransportConnection,
+    _ClosedFlag,
+    _ConnectionExtras,
+)
 
-from .conftest import ServerFactory, echo_handler, url_of, wait_until
+from .conftest import Capture, ServerFactory, echo_handler, url_of, wait_until
 
 
 async def _server_connections(
@@ -150,3 +156,75 @@ async def test_server_with_key_log_and_qlog_after_handshake(
     assert any(line.startswith("SERVER_TRAFFIC_SECRET_0 ") for line in lines), lines[:3]
     # The qlog trace is written when the connection ends.
     assert await wait_until(lambda: any(qlog_dir.iterdir()), 5), "no qlog file written"
+
+
+@pytest.mark.timeout(30)
+async def test_idle_session_allocates_lazily_and_still_works(
+    echo_server: WebTransportServer, client: WebTransportClient
+) -> None:
+    session = await client.connect(url_of(echo_server))
+    (server_conn,) = await _server_connections(echo_server, 1)
+    assert await wait_until(lambda: bool(server_conn._sessions), 5)
+    (server_session,) = server_conn._sessions.values()
+    # The echo handler waits for streams and datagrams, but nothing arrived yet.
+    await asyncio.sleep(0.05)
+    for idle in (server_session, session):
+        assert idle._incoming_bidi is None
+        assert idle._incoming_uni is None
+        assert idle._datagrams is None
+        assert idle._events is None
+    for conn in (server_conn, session.connection):
+        assert conn._events is None
+        assert isinstance(conn._pump._closed, _ClosedFlag)
+    # The handshake timer went with the handshake.
+    assert server_conn not in echo_server._handshake_timers
+    await _exercise(session)
+    assert session.connection.events is session.connection.events
+    await session.close()
+
+
+@pytest.mark.timeout(30)
+async def test_connection_events_and_aioquic_wait_closed_still_work(
+    echo_server: WebTransportServer, client: WebTransportClient
+) -> None:
+    session = await client.connect(url_of(echo_server))
+    conn = session.connection
+    closed: list[Any] = []
+    conn.events.on(EventType.CONNECTION_CLOSED, closed.append)
+    pump_closed = asyncio.create_task(conn._pump.wait_closed())
+    await asyncio.sleep(0)
+    await conn.close()
+    await asyncio.wait_for(pump_closed, 5)
+    await conn._pump.wait_closed()  # already set: returns at once
+    assert await wait_until(lambda: bool(closed), 5)
+    assert closed[0].data["handle"] == conn.handle
+
+
+@pytest.mark.timeout(30)
+async def test_cancelling_one_of_two_stream_waiters_leaves_the_other_waiting(
+    start_server: ServerFactory, client: WebTransportClient, capture: Capture
+) -> None:
+    server = await start_server(capture)
+    session = await client.connect(url_of(server))
+    server_session = await capture.next()
+    first = asyncio.create_task(server_session.accept_bidirectional_stream())
+    second = asyncio.create_task(server_session.accept_stream())
+    iterator = server_session.incoming_bidirectional_streams()
+    third = asyncio.create_task(anext(iterator))
+    await asyncio.sleep(0.05)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    # A timed-out wait cancels the shared waiter too.
+    with pytest.raises(WTTimeoutError):
+        await server_session.accept_bidirectional_stream(timeout=0.05)
+    assert not second.done() and not third.done()
+    for payload in (b"one", b"two"):
+        stream = await session.create_bidirectional_stream()
+        await stream.write(payload, end_stream=True)
+    received = await asyncio.wait_for(asyncio.gather(second, third), 5)
+    assert sorted([await s.read_all() for s in received]) == [b"one", b"two"]
+    await session.close()
+    # The session's end ends the iteration.
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(iterator), 5)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
 from aioquic._buffer import Buffer  # aioquic.buffer re-exports it without __all__
-from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
@@ -213,12 +213,48 @@ def drain_datagrams(sock: socket.socket, receive: Callable[[bytes, Any], None]) 
         receive(data, addr)
 
 
+class _ClosedFlag:
+    """Stands in for the `asyncio.Event` aioquic's protocol sets when the connection ends.
+
+    An `asyncio.Event` allocates its waiter deque up front (about 0.8 KiB per
+    connection), but only aioquic's `wait_closed()` ever waits on it, and the
+    library never calls that: the deque is made on the first wait instead.
+    """
+
+    __slots__ = ("_event", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: asyncio.Event | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self) -> bool:
+        if self._set:
+            return True
+        if self._event is None:
+            self._event = asyncio.Event()
+        return await self._event.wait()
+
+
 class _Pump(QuicConnectionProtocol):
     """The asyncio datagram protocol of one connection."""
 
     owner: WebTransportConnection
     owned_socket: socket.socket | None = None
     """A client's own socket under asyncio's selector loop, drained in batches."""
+
+    def __init__(
+        self, quic: QuicConnection, stream_handler: QuicStreamHandler | None = None
+    ) -> None:
+        super().__init__(quic, stream_handler)
+        self._closed = cast(asyncio.Event, _ClosedFlag())
 
     def quic_event_received(self, event: qe.QuicEvent) -> None:
         self.owner._on_quic_event(event)
@@ -423,7 +459,8 @@ class WebTransportConnection:
         self._keep_alive: asyncio.TimerHandle | None = None
         self._authority = ""
         """Client side: the `:authority` new sessions default to."""
-        self._events = EventEmitter(max_listeners=config.max_event_listeners)
+        # Created on first use: most connections never register a listener.
+        self._events: EventEmitter | None = None
         self._created_at = time.monotonic()
         self._last_activity = self._created_at
         self.on_session_request: Callable[[WebTransportSession], None] | None = None
@@ -475,6 +512,8 @@ class WebTransportConnection:
     @property
     def events(self) -> EventEmitter:
         """Connection events (`CONNECTION_CLOSED`)."""
+        if self._events is None:
+            self._events = EventEmitter(max_listeners=self._config.max_event_listeners)
         return self._events
 
     @property
@@ -1000,8 +1039,9 @@ class WebTransportConnection:
             transport = self._pump._transport
             if transport is not None:
                 transport.close()
-        if self._events.has_listeners(EventType.CONNECTION_CLOSED):
-            self._events.emit_nowait(
+        events = self._events
+        if events is not None and events.has_listeners(EventType.CONNECTION_CLOSED):
+            events.emit_nowait(
                 event_type=EventType.CONNECTION_CLOSED,
                 data={"error_code": error_code, "reason": reason, "handle": self._handle},
                 source=self,

@@ -29,6 +29,10 @@ __all__ = ["SessionCloseInfo", "WebTransportSession"]
 
 logger = logging.getLogger("pywebtransport.session")
 
+# Kinds of incoming streams a wait accepts (bit mask).
+_BIDI = 1
+_UNI = 2
+
 # HTTP/3 datagram = QUIC DATAGRAM frame: 1 type byte + up to 8 bytes of length
 # is not used by aioquic (it sends DATAGRAM_WITH_LENGTH) + quarter stream id.
 _DATAGRAM_FRAME_OVERHEAD = 1 + 2
@@ -81,10 +85,12 @@ class WebTransportSession:
         self._ready: asyncio.Future[None] = loop.create_future()
         self._closed: asyncio.Future[SessionCloseInfo] = loop.create_future()
         self._streams: dict[int, WebTransportReceiveStream | WebTransportSendStream] = {}
-        self._incoming_bidi: deque[WebTransportStream] = deque()
-        self._incoming_uni: deque[WebTransportReceiveStream] = deque()
+        # The queues are created on first use: a deque costs 0.8 KiB even when
+        # empty, and most sessions use one kind of stream, or no datagrams.
+        self._incoming_bidi: deque[WebTransportStream] | None = None
+        self._incoming_uni: deque[WebTransportReceiveStream] | None = None
         self._incoming_waiter: asyncio.Future[None] | None = None
-        self._datagrams: deque[bytes] = deque(maxlen=self._config.max_pending_datagrams)
+        self._datagrams: deque[bytes] | None = None
         self._datagram_waiter: asyncio.Future[None] | None = None
         self._datagram_prefix = conn._protocol.datagram_prefix(session_id)
         self._dialect = conn._protocol.session_dialect(session_id)
@@ -410,8 +416,12 @@ class WebTransportSession:
         self._streams[stream.stream_id] = stream
         self.stats["streams_accepted"] += 1
         if isinstance(stream, WebTransportStream):
+            if self._incoming_bidi is None:
+                self._incoming_bidi = deque()
             self._incoming_bidi.append(stream)
         else:
+            if self._incoming_uni is None:
+                self._incoming_uni = deque()
             self._incoming_uni.append(stream)
         self._wake_incoming()
         if (events := self._listening(EventType.STREAM_OPENED)) is not None:
@@ -426,20 +436,38 @@ class WebTransportSession:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def _pop_incoming(self, kinds: int) -> WebTransportReceiveStream | None:
+        if kinds & _BIDI and self._incoming_bidi:
+            return self._incoming_bidi.popleft()
+        if kinds & _UNI and self._incoming_uni:
+            return self._incoming_uni.popleft()
+        return None
+
     async def _next_incoming(
-        self, queues: tuple[deque[Any], ...], timeout: float | None
+        self, kinds: int, timeout: float | None
     ) -> WebTransportReceiveStream | None:
-        async with asyncio.timeout(timeout):
-            while True:
-                for queue in queues:
-                    if queue:
-                        stream: WebTransportReceiveStream = queue.popleft()
-                        return stream
-                if self._state is SessionState.CLOSED:
-                    return None
-                if self._incoming_waiter is None or self._incoming_waiter.done():
-                    self._incoming_waiter = self._conn._loop.create_future()
-                await asyncio.shield(self._incoming_waiter)
+        if timeout is not None:
+            async with asyncio.timeout(timeout):
+                return await self._next_incoming(kinds, None)
+        # Without a timeout, no timeout context and no shield: a server handler
+        # idles here for the whole session, holding whatever this wait allocates.
+        while True:
+            stream = self._pop_incoming(kinds)
+            if stream is not None:
+                return stream
+            if self._state is SessionState.CLOSED:
+                return None
+            waiter = self._incoming_waiter
+            if waiter is None or waiter.done():
+                waiter = self._incoming_waiter = self._conn._loop.create_future()
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                # Every task waiting here shares `waiter`, and cancelling one of
+                # them cancels it: only a task that was cancelled itself stops.
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise
 
     async def accept_bidirectional_stream(self, timeout: float | None = None) -> WebTransportStream:
         """Wait for the peer to open a bidirectional stream.
@@ -454,7 +482,7 @@ class WebTransportSession:
             SessionClosedError: The session closed first.
             TimeoutError: No stream arrived in time.
         """
-        stream = await self._accept((self._incoming_bidi,), timeout)
+        stream = await self._accept(_BIDI, timeout)
         assert isinstance(stream, WebTransportStream)
         return stream
 
@@ -473,7 +501,7 @@ class WebTransportSession:
             SessionClosedError: The session closed first.
             TimeoutError: No stream arrived in time.
         """
-        return await self._accept((self._incoming_uni,), timeout)
+        return await self._accept(_UNI, timeout)
 
     async def accept_stream(
         self, timeout: float | None = None
@@ -486,13 +514,11 @@ class WebTransportSession:
         Returns:
             The stream: `WebTransportStream` or `WebTransportReceiveStream`.
         """
-        return await self._accept((self._incoming_bidi, self._incoming_uni), timeout)
+        return await self._accept(_BIDI | _UNI, timeout)
 
-    async def _accept(
-        self, queues: tuple[deque[Any], ...], timeout: float | None
-    ) -> WebTransportReceiveStream:
+    async def _accept(self, kinds: int, timeout: float | None) -> WebTransportReceiveStream:
         try:
-            stream = await self._next_incoming(queues, timeout)
+            stream = await self._next_incoming(kinds, timeout)
         except builtins.TimeoutError as exc:
             raise TimeoutError("no incoming stream in time", operation="accept_stream") from exc
         if stream is None:
@@ -500,9 +526,9 @@ class WebTransportSession:
             raise SessionClosedError(session_id=self._session_id)
         return stream
 
-    async def _iterate(self, queues: tuple[deque[Any], ...]) -> AsyncIterator[Any]:
+    async def _iterate(self, kinds: int) -> AsyncIterator[Any]:
         while True:
-            stream = await self._next_incoming(queues, None)
+            stream = await self._next_incoming(kinds, None)
             if stream is None:
                 return
             yield stream
@@ -513,7 +539,7 @@ class WebTransportSession:
         Returns:
             An async iterator of streams.
         """
-        return self._iterate((self._incoming_bidi, self._incoming_uni))
+        return self._iterate(_BIDI | _UNI)
 
     def incoming_bidirectional_streams(self) -> AsyncIterator[WebTransportStream]:
         """Iterate over bidirectional streams the peer opens; ends when the session closes.
@@ -521,7 +547,7 @@ class WebTransportSession:
         Returns:
             An async iterator of streams.
         """
-        return self._iterate((self._incoming_bidi,))
+        return self._iterate(_BIDI)
 
     def incoming_unidirectional_streams(self) -> AsyncIterator[WebTransportReceiveStream]:
         """Iterate over unidirectional streams the peer opens; ends when the session closes.
@@ -529,7 +555,7 @@ class WebTransportSession:
         Returns:
             An async iterator of streams.
         """
-        return self._iterate((self._incoming_uni,))
+        return self._iterate(_UNI)
 
     # ------------------------------------------------------------------ datagrams
 
@@ -584,7 +610,9 @@ class WebTransportSession:
             )
             return
         queue = self._datagrams
-        if len(queue) == queue.maxlen:
+        if queue is None:
+            queue = self._datagrams = deque(maxlen=self._config.max_pending_datagrams)
+        elif len(queue) == queue.maxlen:
             stats["datagrams_dropped"] += 1
         queue.append(data)
         waiter = self._datagram_waiter
@@ -617,12 +645,16 @@ class WebTransportSession:
             SessionClosedError: The session closed and the queue is empty.
             TimeoutError: Nothing arrived in time.
         """
-        if self._datagrams:
+        queue = self._datagrams
+        if queue:
             # Hot path: no timeout context, no waiter when a datagram is queued.
-            return self._datagrams.popleft()
+            return queue.popleft()
         try:
             async with asyncio.timeout(timeout):
-                while not self._datagrams:
+                while True:
+                    queue = self._datagrams
+                    if queue:
+                        break
                     if self._state is SessionState.CLOSED:
                         raise SessionClosedError(session_id=self._session_id)
                     waiter = self._conn._loop.create_future()
@@ -630,7 +662,7 @@ class WebTransportSession:
                     await waiter
         except builtins.TimeoutError as exc:
             raise TimeoutError("no datagram in time", operation="receive_datagram") from exc
-        return self._datagrams.popleft()
+        return queue.popleft()
 
     async def incoming_datagrams(self) -> AsyncIterator[bytes]:
         """Iterate over received datagrams; ends when the session closes.
@@ -638,8 +670,8 @@ class WebTransportSession:
         Yields:
             Each payload.
         """
-        queue = self._datagrams
         while True:
+            queue = self._datagrams  # created by the first datagram
             if queue:
                 yield queue.popleft()
                 continue
@@ -662,7 +694,7 @@ class WebTransportSession:
             "path": self._path,
             "dialect": self.dialect,
             "open_streams": len(self._streams),
-            "pending_datagrams": len(self._datagrams),
+            "pending_datagrams": len(self._datagrams or ()),
             **self.stats,
         }
 
