@@ -228,3 +228,53 @@ async def test_cancelling_one_of_two_stream_waiters_leaves_the_other_waiting(
     # The session's end ends the iteration.
     with pytest.raises(StopAsyncIteration):
         await asyncio.wait_for(anext(iterator), 5)
+
+
+class _Rebound(asyncio.DatagramProtocol):
+    """A client's new socket after a NAT rebinding: datagrams go to the same pump."""
+
+    def __init__(self, conn: WebTransportConnection) -> None:
+        self.conn = conn
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.conn._pump.datagram_received(data, addr)
+
+
+@pytest.mark.timeout(30)
+async def test_two_connection_ids_suffice_for_rotation_and_rebinding(
+    echo_server: WebTransportServer, client: WebTransportClient
+) -> None:
+    session = await client.connect(url_of(echo_server))
+    conn = session.connection
+    (server_conn,) = await _server_connections(echo_server, 1)
+    for side in (conn, server_conn):
+        # Issued to the peer, and the peer's spares: one besides the one in use.
+        assert await wait_until(lambda side=side: len(side._quic._host_cids) == 2, 5)
+        assert side._quic._local_active_connection_id_limit == 2
+        assert await wait_until(lambda side=side: len(side._quic._peer_cid_available) == 1, 5)
+    quic_server = echo_server._quic_server
+    assert quic_server is not None
+    routes = [cid for cid, pump in quic_server._protocols.items() if pump is server_conn._pump]
+    assert len(routes) <= 3  # the client's initial destination id, and the two issued
+    loop = asyncio.get_running_loop()
+    original = conn._pump._transport
+    assert original is not None
+    sockets = [original]
+    for _ in range(3):
+        # The client moves to the spare id; the server issues a new spare.
+        conn._pump.change_connection_id()
+        await _exercise(session)
+        assert await wait_until(lambda: len(conn._quic._peer_cid_available) == 1, 5)
+        # NAT rebinding: same connection, new client address; the server validates
+        # the new path with its spare id from the client.
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Rebound(conn), local_addr=("127.0.0.1", 0)
+        )
+        sockets.append(transport)
+        conn._pump._transport = transport
+        await _exercise(session)
+        assert await wait_until(lambda: len(server_conn._quic._peer_cid_available) == 1, 5)
+    assert server_conn.remote_address == transport.get_extra_info("sockname")
+    await conn.close()  # closes the socket in use
+    for transport in sockets:
+        transport.close()

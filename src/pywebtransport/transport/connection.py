@@ -12,6 +12,7 @@ import builtins
 import contextlib
 import itertools
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from aioquic._buffer import Buffer  # aioquic.buffer re-exports it without __all
 from aioquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import QuicConnection, QuicConnectionId
 from aioquic.quic.packet import QuicFrameType
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketPacer
@@ -49,6 +50,16 @@ AnyStream = WebTransportReceiveStream | WebTransportSendStream
 
 
 _FrameHandler = tuple[Callable[..., None], frozenset[Epoch]]
+
+_ACTIVE_CONNECTION_ID_LIMIT = 2
+"""Connection ids each side keeps issued to the other (aioquic: 8).
+
+2 is the minimum RFC 9000 (section 18.2) allows and the value peers assume
+when none is sent: the id in use plus one spare, enough to move to a new
+path (connection migration, NAT rebinding). A retired id is replaced at
+once, so the spare comes back. Each id costs an object with its stateless
+reset token on both sides, and a routing entry on a server.
+"""
 
 
 class _ConnectionExtras:
@@ -106,6 +117,21 @@ class _QuicConnection(QuicConnection):
     def consumed(self) -> dict[int, int]:
         """Bytes the reader took, per stream whose window follows its reader."""
         return self._QuicConnection__frame_handlers.consumed
+
+    def _replenish_connection_ids(self) -> None:
+        # aioquic keeps up to 8 connection ids issued to the peer (a server also
+        # routes each one: an entry in QuicServer's table). See
+        # `_ACTIVE_CONNECTION_ID_LIMIT` for why 2 are enough.
+        wanted = min(_ACTIVE_CONNECTION_ID_LIMIT, self._remote_active_connection_id_limit)
+        while len(self._host_cids) < wanted:
+            self._host_cids.append(
+                QuicConnectionId(
+                    cid=os.urandom(self._configuration.connection_id_length),
+                    sequence_number=self._host_cid_seq,
+                    stateless_reset_token=os.urandom(16),
+                )
+            )
+            self._host_cid_seq += 1
 
     def _write_stream_limits(
         self, builder: QuicPacketBuilder, space: Any, stream: QuicStream
@@ -367,6 +393,8 @@ def adopt_quic_connection(quic: QuicConnection, config: ClientConfig | ServerCon
     # No new instance attributes here: see `_ConnectionExtras`.
     handlers = quic.__dict__["_QuicConnection__frame_handlers"]
     adopted._QuicConnection__frame_handlers = _ConnectionExtras(quic, handlers)
+    # Announced in the transport parameters: the peer issues us at most this many ids.
+    adopted._local_active_connection_id_limit = _ACTIVE_CONNECTION_ID_LIMIT
     adopted._loss._pacer = _BurstPacer(max_datagram_size=quic._max_datagram_size)
     # aioquic hard-codes 128 concurrent peer streams; apply the configured limits.
     # `sent` must follow: aioquic only sends MAX_STREAMS once `value` passes it, so
