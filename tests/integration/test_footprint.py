@@ -17,6 +17,7 @@ import pytest
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicProtocolVersion
+from aioquic.tls import Epoch
 
 from pywebtransport import (
     WebTransportClient,
@@ -50,6 +51,11 @@ def _assert_crypto_released(conn: WebTransportConnection) -> None:
     assert all(buffer.capacity == 0 for buffer in buffers.values()), [
         buffer.capacity for buffer in buffers.values()
     ]
+    tls = conn._quic.tls
+    assert tls._ec_private_keys == []
+    assert tls._x25519_private_key is None and tls._x448_private_key is None
+    # A client keeps it for the resumption secret of a late NewSessionTicket.
+    assert (tls.key_schedule is None) is not conn.is_client
 
 
 async def _exercise(session: WebTransportSession) -> None:
@@ -278,3 +284,21 @@ async def test_two_connection_ids_suffice_for_rotation_and_rebinding(
     await conn.close()  # closes the socket in use
     for transport in sockets:
         transport.close()
+
+
+@pytest.mark.timeout(30)
+async def test_server_answers_post_handshake_tls_messages_with_an_alert(
+    echo_server: WebTransportServer, client: WebTransportClient
+) -> None:
+    session = await client.connect(url_of(echo_server))
+    (server_conn,) = await _server_connections(echo_server, 1)
+    _assert_crypto_released(server_conn)
+    # A (second) client Finished in 1-RTT CRYPTO data: the server's TLS state
+    # machine refuses it before touching the key schedule it dropped.
+    finished = b"\x14\x00\x00\x20" + bytes(32)
+    session.connection._quic._crypto_streams[Epoch.ONE_RTT].sender.write(finished)
+    session.connection._transmit_soon()
+    assert await wait_until(lambda: server_conn.is_closed, 5)
+    unexpected_message_alert = 0x100 + 10
+    assert server_conn.close_reason is not None
+    assert server_conn.close_reason[0] == unexpected_message_alert, server_conn.close_reason

@@ -7,7 +7,7 @@ import pytest
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicProtocolVersion
-from aioquic.tls import SessionTicket, SessionTicketHandler
+from aioquic.tls import CipherSuite, KeySchedule, SessionTicket, SessionTicketHandler
 
 from pywebtransport.shared.config import ClientConfig
 from pywebtransport.shared.utils import CertificateInfo
@@ -16,62 +16,76 @@ from pywebtransport.transport.connection import (
     _ConnectionExtras,
     _QuicConnection,
     adopt_quic_connection,
-    release_crypto_buffers,
+    release_handshake_state,
 )
 
 
-def _quic(
-    certificate: CertificateInfo,
-    *,
-    is_client: bool,
-    session_ticket_handler: SessionTicketHandler | None = None,
+def _server(
+    certificate: CertificateInfo, session_ticket_handler: SessionTicketHandler | None = None
 ) -> QuicConnection:
-    config = QuicConfiguration(is_client=is_client)
-    if not is_client:
-        config.load_cert_chain(certificate.certfile, certificate.keyfile)
-    odcid = None if is_client else b"\x00" * 8
+    config = QuicConfiguration(is_client=False)
+    config.load_cert_chain(certificate.certfile, certificate.keyfile)
     quic = QuicConnection(
         configuration=config,
-        original_destination_connection_id=odcid,
+        original_destination_connection_id=b"\x00" * 8,
         session_ticket_handler=session_ticket_handler,
     )
-    # What receiving the first packet (server) or connect() (client) does.
+    # What receiving the first packet does.
     quic._version = QuicProtocolVersion.VERSION_1
     quic._initialize(b"\x01" * 8)
     return quic
 
 
-def test_crypto_buffers_released_to_one_shared_empty_buffer(certificate: CertificateInfo) -> None:
-    first = _quic(certificate, is_client=True)
-    second = _quic(certificate, is_client=False)
-    assert all(buffer.capacity > 0 for buffer in first._crypto_buffers.values())
-    assert release_crypto_buffers(first)
-    assert release_crypto_buffers(second)
-    buffers = [*first._crypto_buffers.values(), *second._crypto_buffers.values()]
+def _client() -> QuicConnection:
+    quic = QuicConnection(configuration=QuicConfiguration(is_client=True))
+    quic.connect(("127.0.0.1", 4433), now=0.0)  # ClientHello: key shares generated
+    return quic
+
+
+def test_handshake_state_released(certificate: CertificateInfo) -> None:
+    client, server = _client(), _server(certificate)
+    assert client.tls._x25519_private_key is not None or client.tls._ec_private_keys
+    for quic in (client, server):
+        # As after the peer's hello.
+        quic.tls.key_schedule = KeySchedule(CipherSuite.AES_128_GCM_SHA256)
+        assert all(buffer.capacity > 0 for buffer in quic._crypto_buffers.values())
+    queued = [len(stream.sender._buffer) for stream in client._crypto_streams.values()]
+    assert release_handshake_state(client)
+    assert release_handshake_state(server)
+    buffers = [*client._crypto_buffers.values(), *server._crypto_buffers.values()]
     assert len(buffers) == 6
     assert len({id(buffer) for buffer in buffers}) == 1
     assert buffers[0].capacity == 0
-    # What aioquic does with them after every CRYPTO frame: read and rewind.
-    first._push_crypto_data()
-    second._push_crypto_data()
-    assert all(not stream.sender._buffer for stream in first._crypto_streams.values())
+    for quic in (client, server):
+        assert quic.tls._ec_private_keys == []
+        assert quic.tls._x25519_private_key is None
+        assert quic.tls._x448_private_key is None
+    # A client derives the resumption secret of a late NewSessionTicket from it.
+    assert client.tls.key_schedule is not None
+    assert server.tls.key_schedule is None
+    # What aioquic does with the buffers after every CRYPTO frame: read and rewind.
+    client._push_crypto_data()
+    server._push_crypto_data()
+    assert [len(stream.sender._buffer) for stream in client._crypto_streams.values()] == queued
 
 
-def test_server_issuing_session_tickets_keeps_crypto_buffers(
+def test_server_issuing_session_tickets_keeps_handshake_state(
     certificate: CertificateInfo,
 ) -> None:
     tickets: list[SessionTicket] = []
-    quic = _quic(certificate, is_client=False, session_ticket_handler=tickets.append)
+    quic = _server(certificate, session_ticket_handler=tickets.append)
+    quic.tls.key_schedule = schedule = KeySchedule(CipherSuite.AES_128_GCM_SHA256)
     before = dict(quic._crypto_buffers)
-    assert not release_crypto_buffers(quic)
+    assert not release_handshake_state(quic)
     assert quic._crypto_buffers == before
     assert all(buffer.capacity > 0 for buffer in quic._crypto_buffers.values())
+    assert quic.tls.key_schedule is schedule
 
 
-def test_shared_frame_handler_table_answers_like_aioquics(certificate: CertificateInfo) -> None:
-    reference = _quic(certificate, is_client=True)
+def test_shared_frame_handler_table_answers_like_aioquics() -> None:
+    reference = _client()
     table = reference.__dict__["_QuicConnection__frame_handlers"]
-    quic = _quic(certificate, is_client=True)
+    quic = QuicConnection(configuration=QuicConfiguration(is_client=True))
     adopt_quic_connection(quic, ClientConfig())
     extras = quic.__dict__["_QuicConnection__frame_handlers"]
     assert isinstance(quic, _QuicConnection)

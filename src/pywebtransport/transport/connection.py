@@ -410,34 +410,50 @@ _NO_CRYPTO_OUTPUT = Buffer(capacity=0)
 """Stands in for aioquic's per-epoch TLS output buffers once the handshake is over."""
 
 
-def release_crypto_buffers(quic: QuicConnection) -> bool:
-    """Replace a connected `QuicConnection`'s three 16 KiB TLS output buffers by one empty one.
+def release_handshake_state(quic: QuicConnection) -> bool:
+    """Free what a connected `QuicConnection` only needed for its TLS handshake.
 
-    aioquic allocates them per connection and keeps them for its lifetime, but
-    TLS only writes into them during the handshake: in aioquic's post-handshake
-    states a client only parses NewSessionTicket and a server answers every
-    message with an alert, neither writing output. The output of the message
-    that completed the handshake (the client's Finished, a server's
-    NewSessionTicket) was moved to the crypto streams by `_push_crypto_data`
-    before `HandshakeCompleted` was queued, and the later `_push_crypto_data`
-    calls (one per CRYPTO frame) only read and rewind the empty buffer.
+    The TLS output buffers: aioquic allocates three of 16 KiB per connection
+    and keeps them for its lifetime, but TLS only writes into them during the
+    handshake: in aioquic's post-handshake states a client only parses
+    NewSessionTicket and a server answers every message with an alert, neither
+    writing output. The output of the message that completed the handshake
+    (the client's Finished, a server's NewSessionTicket) was moved to the
+    crypto streams by `_push_crypto_data` before `HandshakeCompleted` was
+    queued, and the later `_push_crypto_data` calls (one per CRYPTO frame) only
+    read and rewind the one shared empty buffer that replaces them.
 
-    A server with a session-ticket handler keeps them: TLS 1.3 lets a server
-    send further NewSessionTickets at any time (RFC 8446 section 4.6.1).
-    aioquic 1.7.2 writes its only ticket before this point, but one written
-    later would raise `BufferWriteError` out of `receive_datagram`.
+    The ephemeral key-exchange keys, used only on the peer's hello (also a
+    forward-secrecy gain), and on a server the key schedule (a hash context
+    and the master secret): a client keeps it to derive the resumption secret
+    of a NewSessionTicket, which may arrive at any time, but the server's
+    post-handshake state rejects every message before using it. Packet
+    protection, key updates included, lives in aioquic's `CryptoPair`s.
+
+    A server with a session-ticket handler keeps all of it: TLS 1.3 lets a
+    server send further NewSessionTickets at any time (RFC 8446 section
+    4.6.1). aioquic 1.7.2 writes its only ticket before this point, but one
+    written later would need the key schedule and would raise
+    `BufferWriteError` out of `receive_datagram`.
 
     Args:
         quic: A connection whose handshake has completed.
 
     Returns:
-        True when the buffers were released.
+        True when the state was released.
     """
-    if not quic._is_client and quic._session_ticket_handler is not None:
+    is_client = quic._is_client
+    if not is_client and quic._session_ticket_handler is not None:
         return False
     buffers = quic._crypto_buffers
     for epoch in buffers:
         buffers[epoch] = _NO_CRYPTO_OUTPUT
+    tls = quic.tls
+    tls._ec_private_keys = []
+    tls._x25519_private_key = None
+    tls._x448_private_key = None
+    if not is_client:
+        tls.key_schedule = None
     return True
 
 
@@ -712,7 +728,7 @@ class WebTransportConnection:
             if not self._connected.done():
                 self._connected.set_result(None)
             self._schedule_keep_alive()
-            release_crypto_buffers(self._quic)
+            release_handshake_state(self._quic)
         for wt_event in self._protocol.handle_event(event):
             self._dispatch(wt_event)
 
