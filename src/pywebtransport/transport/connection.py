@@ -991,36 +991,39 @@ class WebTransportConnection:
             self.on_session_opened(session)
         return session
 
+    def _can_open_stream(self, session: WebTransportSession, unidirectional: bool) -> bool:
+        quic = self._quic
+        if unidirectional:
+            next_id = quic._local_next_stream_id_uni
+            limit = quic._remote_max_streams_uni
+        else:
+            next_id = quic._local_next_stream_id_bidi
+            limit = quic._remote_max_streams_bidi
+        return next_id // 4 < limit and self._protocol.can_open_stream(
+            session.session_id, unidirectional=unidirectional
+        )
+
     async def _create_stream(
         self, session: WebTransportSession, *, unidirectional: bool
     ) -> WebTransportStream | WebTransportSendStream:
         session._check_open()
-        quic = self._quic
-        timeout = self._config.stream_creation_timeout
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    if unidirectional:
-                        next_id = quic._local_next_stream_id_uni
-                        limit = quic._remote_max_streams_uni
-                    else:
-                        next_id = quic._local_next_stream_id_bidi
-                        limit = quic._remote_max_streams_bidi
-                    if next_id // 4 < limit and self._protocol.can_open_stream(
-                        session.session_id, unidirectional=unidirectional
-                    ):
-                        break
-                    self._transmit_soon()  # a WT_STREAMS_BLOCKED capsule may be queued
-                    waiter = self._loop.create_future()
-                    self._credit_waiters.append(waiter)
-                    await waiter
-                    session._check_open()
-        except builtins.TimeoutError as exc:
-            raise TimeoutError(
-                f"the peer granted no new {'uni' if unidirectional else 'bi'}directional "
-                f"stream within stream_creation_timeout={timeout}s",
-                operation="create_stream",
-            ) from exc
+        # The usual case, credit at hand, opens without a timeout context.
+        if not self._can_open_stream(session, unidirectional):
+            timeout = self._config.stream_creation_timeout
+            try:
+                async with asyncio.timeout(timeout):
+                    while not self._can_open_stream(session, unidirectional):
+                        self._transmit_soon()  # a WT_STREAMS_BLOCKED capsule may be queued
+                        waiter = self._loop.create_future()
+                        self._credit_waiters.append(waiter)
+                        await waiter
+                        session._check_open()
+            except builtins.TimeoutError as exc:
+                raise TimeoutError(
+                    f"the peer granted no new {'uni' if unidirectional else 'bi'}directional "
+                    f"stream within stream_creation_timeout={timeout}s",
+                    operation="create_stream",
+                ) from exc
         stream_id = self._protocol.create_stream(session.session_id, unidirectional=unidirectional)
         stream: WebTransportStream | WebTransportSendStream
         if unidirectional:
