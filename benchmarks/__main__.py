@@ -73,7 +73,9 @@ STUDY = {
     "baseline (1350 B, 1 MiB, 1 MiB, cubic)": {},
     "packet 1452 B": {"max_datagram_size": 1452},
     "packet 16383 B": {"max_datagram_size": 16383},
+    "stream window 256 KiB": {"quic_stream_receive_window": 256 * KiB},
     "stream window 4 MiB": {"quic_stream_receive_window": 4 * MiB},
+    "connection window 4 MiB": {"quic_receive_window": 4 * MiB},
     "write buffer 4 MiB": {"max_stream_write_buffer_size": 4 * MiB},
     "reno": {"congestion_control_algorithm": "reno"},
 }
