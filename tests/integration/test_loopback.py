@@ -19,6 +19,7 @@ from pywebtransport.shared.exceptions import (
     ClientError,
     DatagramError,
     HandshakeError,
+    SessionClosedError,
     StreamError,
 )
 from pywebtransport.shared.exceptions import TimeoutError as WTTimeoutError
@@ -334,3 +335,18 @@ async def test_read_timeout_counts_from_each_wait(
         release.set()
         assert await stream.read() == b""
         await session.close()
+
+
+@pytest.mark.timeout(15)
+async def test_receive_datagram_times_out_and_ends_with_the_session(
+    echo_server: WebTransportServer, client: WebTransportClient
+) -> None:
+    session = await client.connect(url_of(echo_server))
+    with pytest.raises(WTTimeoutError):
+        await session.receive_datagram(timeout=0.2)
+    waiting = asyncio.create_task(session.receive_datagram())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await session.close()
+    with pytest.raises(SessionClosedError):
+        await asyncio.wait_for(waiting, 5)

@@ -649,20 +649,24 @@ class WebTransportSession:
         if queue:
             # Hot path: no timeout context, no waiter when a datagram is queued.
             return queue.popleft()
+        if timeout is None:
+            return await self._wait_datagram()
         try:
             async with asyncio.timeout(timeout):
-                while True:
-                    queue = self._datagrams
-                    if queue:
-                        break
-                    if self._state is SessionState.CLOSED:
-                        raise SessionClosedError(session_id=self._session_id)
-                    waiter = self._conn._loop.create_future()
-                    self._datagram_waiter = waiter
-                    await waiter
+                return await self._wait_datagram()
         except builtins.TimeoutError as exc:
             raise TimeoutError("no datagram in time", operation="receive_datagram") from exc
-        return queue.popleft()
+
+    async def _wait_datagram(self) -> bytes:
+        while True:
+            queue = self._datagrams
+            if queue:
+                return queue.popleft()
+            if self._state is SessionState.CLOSED:
+                raise SessionClosedError(session_id=self._session_id)
+            waiter = self._conn._loop.create_future()
+            self._datagram_waiter = waiter
+            await waiter
 
     async def incoming_datagrams(self) -> AsyncIterator[bytes]:
         """Iterate over received datagrams; ends when the session closes.
