@@ -127,7 +127,9 @@ class WebTransportClient(EventEmitter):
             The established session.
 
         Raises:
-            ClientError: The URL is invalid (also a `ValueError`) or the client is closed.
+            ClientError: The URL is invalid (also a `ValueError`), a header name or
+                value is not valid in HTTP/3 (e.g. surrounding whitespace), or the
+                client is closed.
             CertificateError: The server's certificate failed verification.
             HandshakeError: The server refused the session (`status_code` has the HTTP status).
             ConnectionError: The QUIC connection could not be established.

@@ -350,3 +350,24 @@ async def test_receive_datagram_times_out_and_ends_with_the_session(
     await session.close()
     with pytest.raises(SessionClosedError):
         await asyncio.wait_for(waiting, 5)
+
+
+@pytest.mark.timeout(15)
+@pytest.mark.parametrize(
+    ("name", "value", "why"),
+    [
+        ("x-pad", "value ", "ends with whitespace"),
+        ("x-pad", " value", "starts with whitespace"),
+        ("x-crlf", "a\r\nb", "forbidden characters"),
+        ("x bad", "v", "invalid characters"),
+    ],
+)
+async def test_invalid_request_header_is_refused_before_sending(
+    echo_server: WebTransportServer, client: WebTransportClient, name: str, value: str, why: str
+) -> None:
+    with pytest.raises(ClientError, match=why) as info:
+        await client.connect(url_of(echo_server), headers={name: value})
+    assert not isinstance(info.value, HandshakeError)
+    # The client and the server carry on.
+    session = await client.connect(url_of(echo_server), headers={"x-ok": "fine"})
+    await session.close()

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, cast
 
 from aioquic._buffer import Buffer  # aioquic.buffer re-exports it without __all__
 from aioquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
+from aioquic.h3.connection import MessageError, validate_header_name, validate_header_value
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionId
@@ -32,7 +33,13 @@ from aioquic.tls import Epoch
 from ..shared.config import ClientConfig, ServerConfig
 from ..shared.constants import ErrorCodes
 from ..shared.events import EventEmitter, EventType
-from ..shared.exceptions import ConnectionError, SessionClosedError, StreamError, TimeoutError
+from ..shared.exceptions import (
+    ClientError,
+    ConnectionError,
+    SessionClosedError,
+    StreamError,
+    TimeoutError,
+)
 from ..shared.types import Address, ConnectionState
 from . import _protocol as wp
 from .session import SessionCloseInfo, WebTransportSession
@@ -935,9 +942,16 @@ class WebTransportConnection:
         user_agent = config.user_agent or f"pywebtransport/{_version()}"
         header_list.append((b"user-agent", user_agent.encode()))
         for name, value in all_headers:
-            raw_name = name if isinstance(name, bytes) else name.encode()
+            raw_name = (name if isinstance(name, bytes) else name.encode()).lower()
             raw_value = value if isinstance(value, bytes) else value.encode()
-            header_list.append((raw_name.lower(), raw_value))
+            # The server would reject the request as malformed (RFC 9114 §4.1.2),
+            # which the client could only report as a lost session.
+            try:
+                validate_header_name(raw_name)
+                validate_header_value(raw_name, raw_value)
+            except MessageError as exc:
+                raise ClientError(f"invalid request header: {exc}") from exc
+            header_list.append((raw_name, raw_value))
         protocols = (
             wt_available_protocols
             if wt_available_protocols is not None
