@@ -83,6 +83,23 @@ def read_rss_kb(pid: int | str = "self") -> int | None:
     return None
 
 
+class RssMeter:
+    """Resident memory growth of the server and this (client) process since construction."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid: int | str = server_pid or "self"
+        self.s0, self.c0 = read_rss_kb(self.server_pid), read_rss_kb()
+
+    def per_session(self, n: int) -> dict[str, float | None]:
+        """KiB per session on each side for `n` sessions opened since construction."""
+        s1, c1 = read_rss_kb(self.server_pid), read_rss_kb()
+        s0, c0 = self.s0, self.c0
+        return {
+            "server_kib_per_session": round((s1 - s0) / n, 1) if s0 and s1 else None,
+            "client_kib_per_session": round((c1 - c0) / n, 1) if c0 and c1 else None,
+        }
+
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 

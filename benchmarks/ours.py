@@ -25,7 +25,7 @@ from pywebtransport import (
     WebTransportSession,
 )
 
-from .common import OURS_EXTRA, OURS_SERVER_EXTRA, CpuMeter, MiB, lat_summary, med, read_rss_kb
+from .common import OURS_EXTRA, OURS_SERVER_EXTRA, CpuMeter, MiB, RssMeter, lat_summary, med
 
 perf = time.perf_counter
 _tasks: set[asyncio.Task[Any]] = set()
@@ -350,15 +350,12 @@ async def sc_idle_memory(ctx: Ctx) -> dict[str, Any]:
         for _ in range(5):
             await _close(await client.connect(ctx.url("/echo")))
         await asyncio.sleep(0.5)
-        s0, c0 = read_rss_kb(ctx.server_pid or "self"), read_rss_kb()
+        rss = RssMeter(ctx.server_pid)
         for _ in range(n):
             held.append(await client.connect(ctx.url("/echo")))
         await asyncio.sleep(1.5)
-        s1, c1 = read_rss_kb(ctx.server_pid or "self"), read_rss_kb()
-    return {
-        "server_kib_per_session": round((s1 - s0) / n, 1) if s0 and s1 else None,
-        "client_kib_per_session": round((c1 - c0) / n, 1) if c0 and c1 else None,
-    }
+        result = rss.per_session(n)
+    return result
 
 
 SCENARIOS = {

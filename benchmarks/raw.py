@@ -29,7 +29,7 @@ from aioquic.h3.events import DatagramReceived, HeadersReceived, WebTransportStr
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import DatagramFrameReceived, ProtocolNegotiated, StreamDataReceived
 
-from .common import CpuMeter, MiB, lat_summary, med, read_rss_kb
+from .common import CpuMeter, MiB, RssMeter, lat_summary, med
 
 RAW_ALPN = ["pwt-bench-raw"]
 CHUNK = 64 * 1024
@@ -560,21 +560,18 @@ async def sc_idle_memory(ctx: Ctx) -> dict[str, Any]:
         async with ctx.connect() as proto:
             await ctx.session(proto)
     await asyncio.sleep(0.5)
-    s0, c0 = read_rss_kb(ctx.server_pid or "self"), read_rss_kb()
+    rss = RssMeter(ctx.server_pid)
     for _ in range(n):
         cm = ctx.connect()
         proto = await cm.__aenter__()
         await ctx.session(proto)
         held.append((cm, proto))
     await asyncio.sleep(1.5)
-    s1, c1 = read_rss_kb(ctx.server_pid or "self"), read_rss_kb()
+    result = rss.per_session(n)
     for _cm, proto in held:
         proto.close()
     await asyncio.sleep(0.3)
-    return {
-        "server_kib_per_session": round((s1 - s0) / n, 1) if s0 and s1 else None,
-        "client_kib_per_session": round((c1 - c0) / n, 1) if c0 and c1 else None,
-    }
+    return result
 
 
 SCENARIOS = {

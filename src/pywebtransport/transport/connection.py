@@ -148,13 +148,13 @@ class _QuicConnection(QuicConnection):
         # window of a WebTransport stream is moved by its reader (see
         # `WebTransportConnection._consumed`), never doubled here.
         local = stream.max_stream_data_local
-        if stream.max_stream_data_local_sent == local:
-            if not local or stream.receiver.highest_offset * 2 <= local:
-                return
-            if stream.stream_id in self.consumed:
-                return
+        unsent = stream.max_stream_data_local_sent != local
+        if not unsent and (not local or stream.receiver.highest_offset * 2 <= local):
+            return
         if stream.stream_id not in self.consumed:
             super()._write_stream_limits(builder, space, stream)
+            return
+        if not unsent:
             return
         buf = builder.start_frame(
             QuicFrameType.MAX_STREAM_DATA,
