@@ -81,3 +81,13 @@ def url_of(server: WebTransportServer, path: str = "/") -> str:
     address = server.local_address
     assert address is not None
     return f"https://127.0.0.1:{address[1]}{path}"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip tests of an aioquic patch that is switched off (PYWEBTRANSPORT_AIOQUIC_PATCHES)."""
+    from pywebtransport.transport import _aioquic
+
+    for mark in item.iter_markers("aioquic_patch"):
+        missing = [name for name in mark.args if not _aioquic.enabled(name)]
+        if missing:
+            pytest.skip(f"tests aioquic patches that are off: {', '.join(missing)}")

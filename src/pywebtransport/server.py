@@ -17,32 +17,30 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import builtins
 import logging
-import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
-from aioquic.asyncio.server import QuicServer
+from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 
 from .shared.config import ServerConfig
 from .shared.constants import ErrorCodes
 from .shared.events import EventEmitter, EventType
 from .shared.exceptions import CertificateError, ServerError
-from .shared.types import Address
-from .transport.connection import (
-    WebTransportConnection,
-    _Pump,
-    adopt_quic_connection,
+from .shared.types import Address, SessionState
+from .transport import _aioquic
+from .transport._core.headers import select_protocol
+from .transport._core.records import SessionRecord
+from .transport._endpoint import ServerEndpoint
+from .transport._engine import (
+    ConnectionEngine,
     build_quic_configuration,
     close_secrets_log,
-    drain_datagrams,
-    selector_socket,
     tune_udp_socket,
 )
+from .transport.connection import WebTransportConnection
 from .transport.manager import ConnectionManager, SessionManager
 from .transport.session import WebTransportSession
 
@@ -55,21 +53,6 @@ SessionHandler = Callable[[WebTransportSession], Awaitable[Any]]
 
 GOING_AWAY_CODE = ErrorCodes.APP_SERVICE_UNAVAILABLE
 """Session close code a server sends when it shuts down."""
-
-
-class _QuicServer(QuicServer):
-    """aioquic's server endpoint, reading queued datagrams in batches under asyncio."""
-
-    _socket: socket.socket | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._socket = selector_socket(transport)
-
-    def datagram_received(self, data: bytes | str, addr: Any) -> None:
-        super().datagram_received(data, addr)
-        if self._socket is not None:
-            drain_datagrams(self._socket, super().datagram_received)
 
 
 class WebTransportServer(EventEmitter):
@@ -93,17 +76,27 @@ class WebTransportServer(EventEmitter):
     ) -> None:
         if config is None:
             raise ServerError("WebTransportServer needs a ServerConfig with certfile and keyfile")
-        super().__init__(max_listeners=config.max_event_listeners)
+        super().__init__(
+            max_listeners=config.max_event_listeners,
+            max_history=config.event_history_capacity,
+            max_queue_size=config.event_queue_capacity,
+        )
         self._config = config
         self._handler = handler
-        self._quic_server: QuicServer | None = None
-        self._connection_manager = ConnectionManager(max_connections=config.max_connections)
-        self._session_manager = SessionManager(max_sessions=config.max_sessions)
+        self._endpoint: ServerEndpoint | None = None
+        self._connection_manager = ConnectionManager(
+            max_connections=config.max_connections,
+            cleanup_interval=config.resource_cleanup_interval,
+        )
+        self._session_manager = SessionManager(
+            max_sessions=config.max_sessions, cleanup_interval=config.resource_cleanup_interval
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._handshake_timers: dict[WebTransportConnection, asyncio.TimerHandle] = {}
+        self._handshake_timers: dict[ConnectionEngine, asyncio.TimerHandle] = {}
         self._closing = False
         self._shutdown_done = asyncio.Event()
         self._local_addresses: list[Address] = []
+        self._bound: tuple[str, int] | None = None
 
     # ------------------------------------------------------------------ properties
 
@@ -124,7 +117,7 @@ class WebTransportServer(EventEmitter):
     @property
     def is_serving(self) -> bool:
         """True between `listen()` and `close()`."""
-        return self._quic_server is not None and not self._closing
+        return self._endpoint is not None and not self._closing
 
     @property
     def local_addresses(self) -> list[Address]:
@@ -148,33 +141,38 @@ class WebTransportServer(EventEmitter):
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _load_certificates(self) -> Any:
+    def _load_certificates(self) -> QuicConfiguration:
         config = self._config
         quic_config = build_quic_configuration(config, is_client=False)
-        for path in (config.certfile, config.keyfile):
-            try:
-                with open(path, "rb"):
-                    pass
-            except OSError as exc:
-                raise CertificateError(
-                    f"cannot read {path!r}: {exc.strerror}; create one with "
-                    "`python -m pywebtransport gen-cert` or generate_self_signed_cert()",
-                    path=path,
-                ) from exc
         try:
-            quic_config.load_cert_chain(config.certfile, config.keyfile)
-        except (ValueError, TypeError, OSError) as exc:
-            raise CertificateError(
-                f"cannot load certificate {config.certfile!r} with key {config.keyfile!r}: {exc}",
-                path=config.certfile,
-            ) from exc
-        if config.ca_certs:
+            for path in (config.certfile, config.keyfile):
+                try:
+                    with open(path, "rb"):
+                        pass
+                except OSError as exc:
+                    raise CertificateError(
+                        f"cannot read {path!r}: {exc.strerror}; create one with "
+                        "`python -m pywebtransport gen-cert` or generate_self_signed_cert()",
+                        path=path,
+                    ) from exc
             try:
-                quic_config.load_verify_locations(cafile=config.ca_certs)
-            except (OSError, ssl.SSLError) as exc:
+                quic_config.load_cert_chain(config.certfile, config.keyfile)
+            except (ValueError, TypeError, OSError) as exc:
                 raise CertificateError(
-                    f"cannot load CA file {config.ca_certs!r}: {exc}", path=config.ca_certs
+                    f"cannot load certificate {config.certfile!r} with key "
+                    f"{config.keyfile!r}: {exc}",
+                    path=config.certfile,
                 ) from exc
+            if config.ca_certs:
+                try:
+                    quic_config.load_verify_locations(cafile=config.ca_certs)
+                except (OSError, ssl.SSLError) as exc:
+                    raise CertificateError(
+                        f"cannot load CA file {config.ca_certs!r}: {exc}", path=config.ca_certs
+                    ) from exc
+        except CertificateError:
+            close_secrets_log(quic_config)
+            raise
         return quic_config
 
     def reload_certificates(self, certfile: str | None = None, keyfile: str | None = None) -> None:
@@ -204,8 +202,8 @@ class WebTransportServer(EventEmitter):
             self._config = previous
             raise
         close_secrets_log(fresh)  # only its certificate is used
-        if self._quic_server is not None:
-            live = self._quic_server._configuration
+        if self._endpoint is not None:
+            live = self._endpoint.configuration
             live.certificate = fresh.certificate
             live.certificate_chain = fresh.certificate_chain
             live.private_key = fresh.private_key
@@ -215,6 +213,9 @@ class WebTransportServer(EventEmitter):
         self, host: str | None = None, port: int | None = None, *, reuse_port: bool = False
     ) -> None:
         """Bind the UDP socket and start accepting connections.
+
+        Calling it again while the server listens on the same address does
+        nothing (`async with server:` already listens).
 
         Args:
             host: Overrides `config.bind_host`.
@@ -227,19 +228,32 @@ class WebTransportServer(EventEmitter):
 
         Raises:
             CertificateError: The certificate or key cannot be read or loaded.
-            ServerError: The address cannot be bound (e.g. port in use).
+            ServerError: The address cannot be bound (e.g. port in use), or the
+                server already listens on another address.
         """
-        if self._quic_server is not None:
-            raise ServerError("server is already listening")
-        quic_config = self._load_certificates()
         bind_host = self._config.bind_host if host is None else host
         bind_port = self._config.bind_port if port is None else port
+        if self._endpoint is not None:
+            bound = self._bound
+            if bound is not None and bound[0] == bind_host and bind_port in (0, bound[1]):
+                return
+            raise ServerError(
+                f"server already listens on {self._local_addresses}; "
+                f"cannot also listen on {bind_host}:{bind_port}",
+                bind_address=(bind_host, bind_port),
+            )
+        quic_config = self._load_certificates()
         await self._connection_manager.__aenter__()
         await self._session_manager.__aenter__()
+        config = self._config
+        tuning = _aioquic.ConnectionTuning(
+            max_streams_bidi=config.quic_max_concurrent_bidi_streams,
+            max_streams_uni=config.quic_max_concurrent_uni_streams,
+        )
         try:
-            _, self._quic_server = await asyncio.get_running_loop().create_datagram_endpoint(
-                lambda: _QuicServer(
-                    configuration=quic_config, create_protocol=self._create_protocol
+            transport, endpoint = await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: ServerEndpoint(
+                    configuration=quic_config, tuning=tuning, new_connection=self._new_connection
                 ),
                 local_addr=(bind_host, bind_port),
                 reuse_port=reuse_port or None,
@@ -250,79 +264,70 @@ class WebTransportServer(EventEmitter):
                 f"cannot bind {bind_host}:{bind_port}: {getattr(exc, 'strerror', None) or exc}",
                 bind_address=(bind_host, bind_port),
             ) from exc
-        transport = self._quic_server._transport
-        if transport is not None:
-            tune_udp_socket(transport)
-        sockname = transport.get_extra_info("sockname") if transport is not None else None
+        self._endpoint = endpoint
+        tune_udp_socket(transport)
+        sockname = transport.get_extra_info("sockname")
         if sockname:
             self._local_addresses = [(str(sockname[0]), int(sockname[1]))]
+            self._bound = (bind_host, int(sockname[1]))
         logger.info("listening on %s", self._local_addresses)
 
-    def _create_protocol(self, quic: QuicConnection, **kwargs: Any) -> _Pump:
-        adopt_quic_connection(quic, self._config)
-        pump = _Pump(quic, **kwargs)
-        conn = WebTransportConnection(
-            config=self._config,
-            quic=quic,
-            pump=pump,
-            max_sessions=self._config.max_sessions_per_connection,
-        )
-        conn.on_session_request = self._on_session_request
-        conn.on_session_closed = self._on_session_closed
-        conn.on_closed = self._on_connection_closed
+    def _new_connection(self, quic: QuicConnection, addr: Any) -> ConnectionEngine | None:
+        config = self._config
+        engine = ConnectionEngine(quic, config, max_sessions=config.max_sessions_per_connection)
+        engine.owns_transport = False
+        conn = WebTransportConnection(engine)
+        engine.on_session_request = self._on_session_request
+        engine.on_session_closed = self._on_session_closed
+        engine.on_closed = self._on_connection_closed
         if self._closing or not self._connection_manager.try_add(conn):
-            # Refuse once the handshake is done: aioquic cannot close before it starts.
+            # Refused once the handshake is done: aioquic cannot close before it starts.
             quic.close(error_code=ErrorCodes.QUIC_CONNECTION_REFUSED, reason_phrase="server busy")
         else:
-            loop = asyncio.get_running_loop()
-            timer = loop.call_later(self._config.handshake_timeout, self._check_handshake, conn)
-            self._handshake_timers[conn] = timer
+            timer = engine.loop.call_later(config.handshake_timeout, self._check_handshake, engine)
+            self._handshake_timers[engine] = timer
             # Settled by the handshake (or its failure): the timer, its handle and
             # this dict entry need not outlive it by `handshake_timeout`.
-            conn._connected.add_done_callback(partial(self._handshake_settled, conn))
-        return pump
+            engine.handshake.add_done_callback(lambda _: self._handshake_settled(engine))
+        return engine
 
-    def _check_handshake(self, conn: WebTransportConnection) -> None:
-        self._handshake_timers.pop(conn, None)
-        if not conn._connected.done() and not conn.is_closed:
-            logger.debug("handshake timeout for connection %d", conn.handle)
-            conn.abort()
+    def _check_handshake(self, engine: ConnectionEngine) -> None:
+        self._handshake_timers.pop(engine, None)
+        if not engine.handshake.done():
+            logger.debug("handshake timeout for connection %d", engine.handle)
+            engine.abort(ErrorCodes.QUIC_NO_ERROR, "handshake timeout")
 
-    def _handshake_settled(self, conn: WebTransportConnection, _: object = None) -> None:
-        timer = self._handshake_timers.pop(conn, None)
+    def _handshake_settled(self, engine: ConnectionEngine) -> None:
+        timer = self._handshake_timers.pop(engine, None)
         if timer is not None:
             timer.cancel()
 
-    def _on_connection_closed(self, conn: WebTransportConnection) -> None:
+    def _on_connection_closed(self, engine: ConnectionEngine) -> None:
         # A pending handshake timer would keep the closed connection alive until it fires.
-        self._handshake_settled(conn)
-        self._connection_manager.discard(conn)
+        self._handshake_settled(engine)
+        if self._endpoint is not None:
+            self._endpoint.forget(engine)
+        if engine.connection is not None:
+            self._connection_manager.discard(engine.connection)
 
-    def _on_session_closed(self, session: WebTransportSession) -> None:
-        self._session_manager.discard(session)
+    def _on_session_closed(self, record: SessionRecord) -> None:
+        if record.owner is not None:
+            self._session_manager.discard(record.owner)
 
-    def _on_session_request(self, session: WebTransportSession) -> None:
-        conn = session.connection
+    def _on_session_request(self, record: SessionRecord) -> int | None:
+        session: WebTransportSession = record.owner
         if self._closing:
-            self._reject_now(session, 503)
-            return
-        if len(
-            conn._sessions
-        ) > self._config.max_sessions_per_connection or not self._session_manager.try_add(session):
-            self._reject_now(session, 429)
-            return
+            return 503
+        if not self._session_manager.try_add(session):
+            return 429
         supported = self._config.wt_supported_protocols
-        if supported and session.wt_available_protocols:
+        if supported and record.offered_protocols:
             # The client's first offered protocol that the server speaks wins.
-            session.wt_protocol = next(
-                (p for p in session.wt_available_protocols if p in supported), None
-            )
+            record.protocol = select_protocol(record.offered_protocols, supported)
         task = asyncio.get_running_loop().create_task(self._run_session(session))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _reject_now(self, session: WebTransportSession, status: int) -> None:
-        session.connection._reject_session(session, status)
+        return None
 
     async def _run_session(self, session: WebTransportSession) -> None:
         try:
@@ -338,7 +343,7 @@ class WebTransportServer(EventEmitter):
                     },
                     source=self,
                 )
-            if session.state.value == "connecting":
+            if session.state is SessionState.CONNECTING:
                 if self._handler is None:
                     await session.reject(status_code=404)
                     return
@@ -359,7 +364,7 @@ class WebTransportServer(EventEmitter):
 
     async def serve_forever(self) -> None:
         """Serve until `close()` is called (listens first if needed)."""
-        if self._quic_server is None:
+        if self._endpoint is None:
             await self.listen()
         await self._shutdown_done.wait()
 
@@ -395,20 +400,26 @@ class WebTransportServer(EventEmitter):
         for task in list(self._tasks):
             task.cancel()
         connections = self._connection_manager.connections()
-        # Close capsules must leave before CONNECTION_CLOSE (aioquic drops unsent data).
-        await asyncio.gather(*(c._flush(max(0.0, (end - loop.time()) / 2)) for c in connections))
+        # Close capsules leave before CONNECTION_CLOSE (aioquic drops unsent data).
+        await asyncio.gather(
+            *(
+                asyncio.wait_for(
+                    c.close(ErrorCodes.H3_NO_ERROR, "server shutting down"),
+                    max(0.0, end - loop.time()),
+                )
+                for c in connections
+            ),
+            return_exceptions=True,
+        )
         for conn in connections:
-            conn._pump.close(
-                error_code=ErrorCodes.H3_NO_ERROR, reason_phrase="server shutting down"
-            )
-        await _wait_until(lambda: all(c.is_closed for c in connections), end, loop)
-        for conn in connections:
-            conn._on_terminated(ErrorCodes.H3_NO_ERROR, "server shutting down")
+            conn.abort()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=max(0.1, end - loop.time()))
-        if self._quic_server is not None:
-            self._quic_server.close()
-            close_secrets_log(self._quic_server._configuration)
+        if self._endpoint is not None:
+            for engine in self._endpoint.engines:
+                engine.abort()
+            self._endpoint.close()
+            close_secrets_log(self._endpoint.configuration)
         await self._connection_manager.shutdown()
         await self._session_manager.shutdown()
         self._shutdown_done.set()
@@ -428,7 +439,7 @@ class WebTransportServer(EventEmitter):
         }
 
     async def __aenter__(self) -> WebTransportServer:
-        if self._quic_server is None:
+        if self._endpoint is None:
             await self.listen()
         return self
 
@@ -444,6 +455,3 @@ async def _wait_until(
         if remaining <= 0:
             return
         await asyncio.sleep(min(0.02, remaining))
-
-
-_ = (socket, builtins)

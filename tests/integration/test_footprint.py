@@ -27,14 +27,14 @@ from pywebtransport import (
 )
 from pywebtransport.shared.events import EventType
 from pywebtransport.shared.exceptions import TimeoutError as WTTimeoutError
-from pywebtransport.transport._protocol import _StaticTableEncoder
-from pywebtransport.transport.connection import (
-    WebTransportConnection,
-    _ClosedFlag,
-    _ConnectionExtras,
-)
+from pywebtransport.transport._aioquic import _FrameTable, _StaticTableEncoder
+from pywebtransport.transport.connection import WebTransportConnection
 
 from .conftest import Capture, ServerFactory, echo_handler, url_of, wait_until
+
+
+def _quic(conn: WebTransportConnection) -> Any:
+    return conn._engine.quic
 
 
 async def _server_connections(
@@ -46,12 +46,12 @@ async def _server_connections(
 
 
 def _assert_crypto_released(conn: WebTransportConnection) -> None:
-    buffers = conn._quic._crypto_buffers
+    buffers = _quic(conn)._crypto_buffers
     assert len(buffers) == 3
     assert all(buffer.capacity == 0 for buffer in buffers.values()), [
         buffer.capacity for buffer in buffers.values()
     ]
-    tls = conn._quic.tls
+    tls = _quic(conn).tls
     assert tls._ec_private_keys == []
     assert tls._x25519_private_key is None and tls._x448_private_key is None
     # A client keeps it for the resumption secret of a late NewSessionTicket.
@@ -84,6 +84,7 @@ async def _exercise(session: WebTransportSession) -> None:
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.aioquic_patch("tls_release")
 async def test_crypto_buffers_released_after_handshake(
     echo_server: WebTransportServer, client: WebTransportClient
 ) -> None:
@@ -93,7 +94,8 @@ async def test_crypto_buffers_released_after_handshake(
     _assert_crypto_released(server_conn)
     await _exercise(session)
     # A key update goes through aioquic's packet protection, not the TLS buffers.
-    session.connection._quic.request_key_update()
+    _quic(session.connection).request_key_update()
+    session.connection._engine.transmit()
     await _exercise(session)
     _assert_crypto_released(session.connection)
     _assert_crypto_released(server_conn)
@@ -101,33 +103,35 @@ async def test_crypto_buffers_released_after_handshake(
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.aioquic_patch("frame_table")
 async def test_connections_share_one_frame_handler_table(
     echo_server: WebTransportServer, client: WebTransportClient
 ) -> None:
     sessions = [await client.connect(url_of(echo_server)) for _ in range(2)]
     connections = [s.connection for s in sessions]
     connections += await _server_connections(echo_server, 2)
-    extras = [conn._quic.__dict__["_QuicConnection__frame_handlers"] for conn in connections]
-    assert all(isinstance(e, _ConnectionExtras) for e in extras)
+    extras = [_quic(conn).__dict__["_QuicConnection__frame_handlers"] for conn in connections]
+    assert all(isinstance(e, _FrameTable) for e in extras)
     assert len({id(e._table) for e in extras}) == 1
     stream_frame = 0x08
     handlers = [e[stream_frame] for e in extras]
     # Bound to its own connection, with one epoch set shared by all.
     for conn, (handler, epochs) in zip(connections, handlers, strict=True):
-        assert getattr(handler, "__self__", None) is conn._quic
+        assert getattr(handler, "__self__", None) is _quic(conn)
         assert epochs is handlers[0][1]
     # The library added no attribute to aioquic's (full) instance dict.
     plain = QuicConnection(configuration=QuicConfiguration(is_client=True))
     plain._version = QuicProtocolVersion.VERSION_1
     plain._initialize(b"\x01" * 8)
     for conn in connections:
-        assert set(conn._quic.__dict__) <= set(plain.__dict__)
+        assert set(_quic(conn).__dict__) <= set(plain.__dict__)
     for session in sessions:
         await _exercise(session)
         await session.close()
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.aioquic_patch("qpack_static")
 async def test_qpack_encoders_use_the_static_table_only(
     echo_server: WebTransportServer, client: WebTransportClient
 ) -> None:
@@ -136,7 +140,7 @@ async def test_qpack_encoders_use_the_static_table_only(
     connections = [s.connection for s in sessions]
     connections += await _server_connections(echo_server, 2)
     for conn in connections:
-        h3 = conn._protocol._h3
+        h3 = conn._engine.core.h3
         assert isinstance(h3._encoder, _StaticTableEncoder)
         # Nothing on the encoder stream: no capacity instruction, no insertion.
         assert h3._encoder_bytes_sent == 0
@@ -146,6 +150,7 @@ async def test_qpack_encoders_use_the_static_table_only(
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.aioquic_patch("tls_release")
 async def test_server_with_key_log_and_qlog_after_handshake(
     start_server: ServerFactory, client: WebTransportClient, tmp_path: Path
 ) -> None:
@@ -170,20 +175,20 @@ async def test_idle_session_allocates_lazily_and_still_works(
 ) -> None:
     session = await client.connect(url_of(echo_server))
     (server_conn,) = await _server_connections(echo_server, 1)
-    assert await wait_until(lambda: bool(server_conn._sessions), 5)
-    (server_session,) = server_conn._sessions.values()
+    assert await wait_until(lambda: bool(server_conn.sessions), 5)
+    (server_session,) = server_conn.sessions
     # The echo handler waits for streams and datagrams, but nothing arrived yet.
     await asyncio.sleep(0.05)
     for idle in (server_session, session):
-        assert idle._incoming_bidi is None
-        assert idle._incoming_uni is None
-        assert idle._datagrams is None
-        assert idle._events is None
+        record = idle._rec
+        assert record.incoming_bidi is None
+        assert record.incoming_uni is None
+        assert record.datagrams is None
+        assert record.emitter is None
     for conn in (server_conn, session.connection):
-        assert conn._events is None
-        assert isinstance(conn._pump._closed, _ClosedFlag)
+        assert conn._engine.emitter is None
     # The handshake timer went with the handshake.
-    assert server_conn not in echo_server._handshake_timers
+    assert server_conn._engine not in echo_server._handshake_timers
     await _exercise(session)
     assert session.connection.events is session.connection.events
     await session.close()
@@ -197,11 +202,11 @@ async def test_connection_events_and_aioquic_wait_closed_still_work(
     conn = session.connection
     closed: list[Any] = []
     conn.events.on(EventType.CONNECTION_CLOSED, closed.append)
-    pump_closed = asyncio.create_task(conn._pump.wait_closed())
+    waiting = asyncio.create_task(conn.wait_closed())
     await asyncio.sleep(0)
     await conn.close()
-    await asyncio.wait_for(pump_closed, 5)
-    await conn._pump.wait_closed()  # already set: returns at once
+    await asyncio.wait_for(waiting, 5)
+    await conn.wait_closed()  # already set: returns at once
     assert await wait_until(lambda: bool(closed), 5)
     assert closed[0].data["handle"] == conn.handle
 
@@ -243,10 +248,11 @@ class _Rebound(asyncio.DatagramProtocol):
         self.conn = conn
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.conn._pump.datagram_received(data, addr)
+        self.conn._engine.datagram_received(data, addr)
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.aioquic_patch("connection_ids")
 async def test_two_connection_ids_suffice_for_rotation_and_rebinding(
     echo_server: WebTransportServer, client: WebTransportClient
 ) -> None:
@@ -255,31 +261,32 @@ async def test_two_connection_ids_suffice_for_rotation_and_rebinding(
     (server_conn,) = await _server_connections(echo_server, 1)
     for side in (conn, server_conn):
         # Issued to the peer, and the peer's spares: one besides the one in use.
-        assert await wait_until(lambda side=side: len(side._quic._host_cids) == 2, 5)
-        assert side._quic._local_active_connection_id_limit == 2
-        assert await wait_until(lambda side=side: len(side._quic._peer_cid_available) == 1, 5)
-    quic_server = echo_server._quic_server
-    assert quic_server is not None
-    routes = [cid for cid, pump in quic_server._protocols.items() if pump is server_conn._pump]
+        assert await wait_until(lambda side=side: len(_quic(side)._host_cids) == 2, 5)
+        assert _quic(side)._local_active_connection_id_limit == 2
+        assert await wait_until(lambda side=side: len(_quic(side)._peer_cid_available) == 1, 5)
+    endpoint = echo_server._endpoint
+    assert endpoint is not None
+    routes = endpoint._cids[server_conn._engine]
     assert len(routes) <= 3  # the client's initial destination id, and the two issued
     loop = asyncio.get_running_loop()
-    original = conn._pump._transport
+    original = conn._engine.transport
     assert original is not None
     sockets = [original]
     for _ in range(3):
         # The client moves to the spare id; the server issues a new spare.
-        conn._pump.change_connection_id()
+        _quic(conn).change_connection_id()
+        conn._engine.transmit()
         await _exercise(session)
-        assert await wait_until(lambda: len(conn._quic._peer_cid_available) == 1, 5)
+        assert await wait_until(lambda: len(_quic(conn)._peer_cid_available) == 1, 5)
         # NAT rebinding: same connection, new client address; the server validates
         # the new path with its spare id from the client.
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _Rebound(conn), local_addr=("127.0.0.1", 0)
         )
         sockets.append(transport)
-        conn._pump._transport = transport
+        conn._engine.transport = transport
         await _exercise(session)
-        assert await wait_until(lambda: len(server_conn._quic._peer_cid_available) == 1, 5)
+        assert await wait_until(lambda: len(_quic(server_conn)._peer_cid_available) == 1, 5)
     assert server_conn.remote_address == transport.get_extra_info("sockname")
     await conn.close()  # closes the socket in use
     for transport in sockets:
@@ -287,6 +294,7 @@ async def test_two_connection_ids_suffice_for_rotation_and_rebinding(
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.aioquic_patch("tls_release")
 async def test_server_answers_post_handshake_tls_messages_with_an_alert(
     echo_server: WebTransportServer, client: WebTransportClient
 ) -> None:
@@ -296,8 +304,8 @@ async def test_server_answers_post_handshake_tls_messages_with_an_alert(
     # A (second) client Finished in 1-RTT CRYPTO data: the server's TLS state
     # machine refuses it before touching the key schedule it dropped.
     finished = b"\x14\x00\x00\x20" + bytes(32)
-    session.connection._quic._crypto_streams[Epoch.ONE_RTT].sender.write(finished)
-    session.connection._transmit_soon()
+    _quic(session.connection)._crypto_streams[Epoch.ONE_RTT].sender.write(finished)
+    session.connection._engine.transmit()
     assert await wait_until(lambda: server_conn.is_closed, 5)
     unexpected_message_alert = 0x100 + 10
     assert server_conn.close_reason is not None

@@ -38,7 +38,7 @@ def rss_bytes() -> int:
 
 
 def server_stream_count(server: WebTransportServer) -> int:
-    return sum(len(conn._streams) for conn in server.connection_manager.connections())
+    return sum(conn.get_stats()["streams"] for conn in server.connection_manager.connections())
 
 
 async def settle(server: WebTransportServer, *clients: WebTransportClient) -> None:

@@ -248,6 +248,7 @@ async def test_read_all_max_size(
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.aioquic_patch("send_buffer")
 async def test_backpressure_blocks_then_completes(
     start_server: ServerFactory, capture: Capture, client: WebTransportClient
 ) -> None:
@@ -257,12 +258,11 @@ async def test_backpressure_blocks_then_completes(
     payload = os.urandom(8 * 1024 * 1024)
     stream = await session.create_bidirectional_stream()
     writer = asyncio.create_task(stream.write(payload, end_stream=True))
-    conn = session.connection
     high = client.config.max_stream_write_buffer_size
     peak = 0
     for _ in range(20):
         await asyncio.sleep(0.05)
-        peak = max(peak, conn._send_buffered(stream.stream_id))
+        peak = max(peak, (await stream.diagnostics())["send_buffered"])
     assert not writer.done(), "an 8 MiB write finished although the peer reads nothing"
     assert peak <= high + high, f"{peak} bytes buffered for sending (limit {high})"
     incoming = await server_session.accept_bidirectional_stream(timeout=5)

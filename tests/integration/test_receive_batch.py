@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from pywebtransport import WebTransportClient, WebTransportServer
-from pywebtransport.transport.connection import drain_datagrams, selector_socket
+from pywebtransport.transport._aioquic import selector_socket
+from pywebtransport.transport._engine import drain_datagrams
 
 from .conftest import url_of
 
@@ -41,17 +42,20 @@ def test_drain_reads_what_is_queued_in_order_up_to_one_batch() -> None:
 
 
 @pytest.mark.timeout(20)
+@pytest.mark.aioquic_patch("batch_reads")
 async def test_client_and_server_drain_their_own_sockets_under_asyncio(
     echo_server: WebTransportServer, client: WebTransportClient
 ) -> None:
     loop = asyncio.get_running_loop()
     assert type(loop).__module__.startswith("asyncio")
-    assert echo_server._quic_server is not None
-    assert echo_server._quic_server._socket is not None
+    endpoint = echo_server._endpoint
+    assert endpoint is not None
+    assert endpoint._sock is not None
+    assert endpoint._sock is selector_socket(endpoint.transport)
     session = await client.connect(url_of(echo_server))
-    pump = session.connection._pump
-    assert pump.owned_socket is not None
-    assert pump.owned_socket is selector_socket(pump._transport)
+    engine = session.connection._engine
+    assert engine.sock is not None
+    assert engine.sock is selector_socket(engine.transport)
     # A bulk echo works through the batched path on both sides.
     stream = await session.create_bidirectional_stream()
     payload = bytes(range(256)) * 4096

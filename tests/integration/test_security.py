@@ -118,7 +118,7 @@ async def test_pinned_hash_works_and_tls13(
         await stream.write(b"pinned", end_stream=True)
         assert await stream.read_all() == b"pinned"
         # QUIC is TLS 1.3 only; aioquic exposes the negotiated suite on its TLS context.
-        tls = session.connection._quic.tls
+        tls = session.connection._engine.quic.tls
         suite = getattr(tls, "key_schedule", None) and tls.key_schedule.cipher_suite
         assert int(suite) in TLS13_SUITES, suite
         await session.close()

@@ -9,14 +9,13 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicProtocolVersion
 from aioquic.tls import CipherSuite, KeySchedule, SessionTicket, SessionTicketHandler
 
-from pywebtransport.shared.config import ClientConfig
 from pywebtransport.shared.utils import CertificateInfo
-from pywebtransport.transport._protocol import _StaticTableEncoder
-from pywebtransport.transport.connection import (
-    _ConnectionExtras,
-    _QuicConnection,
-    adopt_quic_connection,
-    release_handshake_state,
+from pywebtransport.transport._aioquic import (
+    ConnectionTuning,
+    _FrameTable,
+    _StaticTableEncoder,
+    after_handshake,
+    new_quic_connection,
 )
 
 
@@ -42,6 +41,7 @@ def _client() -> QuicConnection:
     return quic
 
 
+@pytest.mark.aioquic_patch("tls_release")
 def test_handshake_state_released(certificate: CertificateInfo) -> None:
     client, server = _client(), _server(certificate)
     assert client.tls._x25519_private_key is not None or client.tls._ec_private_keys
@@ -50,8 +50,8 @@ def test_handshake_state_released(certificate: CertificateInfo) -> None:
         quic.tls.key_schedule = KeySchedule(CipherSuite.AES_128_GCM_SHA256)
         assert all(buffer.capacity > 0 for buffer in quic._crypto_buffers.values())
     queued = [len(stream.sender._buffer) for stream in client._crypto_streams.values()]
-    assert release_handshake_state(client)
-    assert release_handshake_state(server)
+    assert after_handshake(client)
+    assert after_handshake(server)
     buffers = [*client._crypto_buffers.values(), *server._crypto_buffers.values()]
     assert len(buffers) == 6
     assert len({id(buffer) for buffer in buffers}) == 1
@@ -69,6 +69,7 @@ def test_handshake_state_released(certificate: CertificateInfo) -> None:
     assert [len(stream.sender._buffer) for stream in client._crypto_streams.values()] == queued
 
 
+@pytest.mark.aioquic_patch("tls_release")
 def test_server_issuing_session_tickets_keeps_handshake_state(
     certificate: CertificateInfo,
 ) -> None:
@@ -76,20 +77,22 @@ def test_server_issuing_session_tickets_keeps_handshake_state(
     quic = _server(certificate, session_ticket_handler=tickets.append)
     quic.tls.key_schedule = schedule = KeySchedule(CipherSuite.AES_128_GCM_SHA256)
     before = dict(quic._crypto_buffers)
-    assert not release_handshake_state(quic)
+    assert not after_handshake(quic)
     assert quic._crypto_buffers == before
     assert all(buffer.capacity > 0 for buffer in quic._crypto_buffers.values())
     assert quic.tls.key_schedule is schedule
 
 
+@pytest.mark.aioquic_patch("frame_table", "stream_window")
 def test_shared_frame_handler_table_answers_like_aioquics() -> None:
     reference = _client()
     table = reference.__dict__["_QuicConnection__frame_handlers"]
-    quic = QuicConnection(configuration=QuicConfiguration(is_client=True))
-    adopt_quic_connection(quic, ClientConfig())
+    quic = new_quic_connection(
+        QuicConfiguration(is_client=True),
+        ConnectionTuning(max_streams_bidi=100, max_streams_uni=100),
+    )
     extras = quic.__dict__["_QuicConnection__frame_handlers"]
-    assert isinstance(quic, _QuicConnection)
-    assert isinstance(extras, _ConnectionExtras)
+    assert isinstance(extras, _FrameTable)
     for frame_type, (handler, epochs) in table.items():
         bound, shared_epochs = extras[frame_type]
         assert bound.__func__ is handler.__func__
@@ -99,8 +102,9 @@ def test_shared_frame_handler_table_answers_like_aioquics() -> None:
     for unknown in (0x1F, 0x20, 0x32, 2**62 - 1):
         with pytest.raises(KeyError):
             extras[unknown]
-    assert quic.consumed is extras.consumed == {}
-    assert "consumed" not in quic.__dict__
+    # The library's own per-connection state lives in a slot, not aioquic's instance dict.
+    assert quic.wt_managed == set()  # type: ignore[attr-defined]
+    assert "wt_managed" not in quic.__dict__
 
 
 @pytest.mark.parametrize("peer_capacity", [0, 4096, 65536])

@@ -16,11 +16,9 @@ from typing import Any
 import pytest
 from aioquic.buffer import encode_uint_var
 from aioquic.h3 import events as h3e
-from aioquic.h3.connection import H3Connection
-from aioquic.quic import events as qe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_protocol import make_quic_pair
+from wire import Datagram, Pair, received
 
 from pywebtransport.shared.constants import (
     CAPSULE_CLOSE_WEBTRANSPORT_SESSION,
@@ -30,26 +28,17 @@ from pywebtransport.shared.constants import (
     ErrorCodes,
 )
 from pywebtransport.shared.utils import CertificateInfo, decode_varint
-from pywebtransport.transport import _protocol as wp
-from pywebtransport.transport._protocol import (
-    DatagramReceived,
+from pywebtransport.transport._core.capsules import decode_capsules, encode_capsule
+from pywebtransport.transport._core.codes import http3_to_wt_error, wt_to_http3_error
+from pywebtransport.transport._core.events import (
     SessionClosed,
     SessionDraining,
-    SessionEstablished,
     SessionRequested,
-    StreamDataReceived,
     StreamOpened,
-    WebTransportProtocol,
-    decode_capsules,
-    encode_capsule,
-    http3_to_wt_error,
-    wt_to_http3_error,
 )
 
 pytestmark = pytest.mark.timeout(60)
 
-CLIENT_ADDR = ("127.0.0.1", 40000)
-SERVER_ADDR = ("127.0.0.1", 4433)
 MAX_VARINT = 2**62 - 1
 
 
@@ -66,93 +55,6 @@ def fuzz(examples: int) -> settings:
 # Codes a connection may legitimately die with when the peer sends garbage that
 # HTTP/3 itself (not WebTransport) treats as a connection error.
 H3_CONNECTION_CODES = set(range(0x100, 0x111)) | {0x200, 0x201, 0x202, 0x33}
-
-
-class Pair:
-    """A client and a server QUIC connection in memory, server under `WebTransportProtocol`."""
-
-    def __init__(self, certificate: CertificateInfo, *, raw_client: bool = False) -> None:
-        self.now = 1.0
-        self.cq, self.sq = make_quic_pair(certificate)
-        self.raw: H3Connection | None = H3Connection(self.cq) if raw_client else None
-        self.client: WebTransportProtocol | None = (
-            None if raw_client else WebTransportProtocol(self.cq)
-        )
-        self.server = WebTransportProtocol(self.sq, limits=wp.Limits(max_sessions=8))
-        self.server_events: list[Any] = []
-        self.client_events: list[Any] = []
-        self.client_quic: list[qe.QuicEvent] = []
-        self.cq.connect(SERVER_ADDR, now=self.now)
-        self.pump()
-
-    def pump(self, rounds: int = 60) -> None:
-        for _ in range(rounds):
-            moved = False
-            self.now += 0.001
-            for data, _ in self.cq.datagrams_to_send(now=self.now):
-                moved = True
-                self.sq.receive_datagram(data, CLIENT_ADDR, now=self.now)
-            while (event := self.sq.next_event()) is not None:
-                # The invariant under test: handle_event never raises.
-                self.server_events.extend(self.server.handle_event(event))
-            for data, _ in self.sq.datagrams_to_send(now=self.now):
-                moved = True
-                self.cq.receive_datagram(data, SERVER_ADDR, now=self.now)
-            while (event := self.cq.next_event()) is not None:
-                self.client_quic.append(event)
-                if self.raw is not None:
-                    self.client_events.extend(self.raw.handle_event(event))
-                else:
-                    assert self.client is not None
-                    self.client_events.extend(self.client.handle_event(event))
-            if not moved:
-                return
-
-    def take(self, kind: type[Any]) -> list[Any]:
-        found = [e for e in self.server_events if isinstance(e, kind)]
-        self.server_events = [e for e in self.server_events if not isinstance(e, kind)]
-        return found
-
-    def open_session(self, path: str = "/s") -> int:
-        assert self.client is not None
-        session_id = self.client.connect(authority="127.0.0.1:4433", path=path)
-        self.pump()
-        (requested,) = self.take(SessionRequested)
-        assert requested.session_id == session_id
-        self.server.accept(session_id)
-        self.pump()
-        assert [e.session_id for e in self.client_events if isinstance(e, SessionEstablished)][
-            -1
-        ] == session_id
-        return session_id
-
-    @property
-    def server_close(self) -> Any:
-        return self.sq._close_event
-
-    def refusals(self, stream_id: int) -> list[int]:
-        return [
-            e.error_code
-            for e in self.client_quic
-            if isinstance(e, qe.StopSendingReceived | qe.StreamReset) and e.stream_id == stream_id
-        ]
-
-    def assert_alive(self, session_id: int) -> None:
-        """A datagram and a stream still get through `session_id`."""
-        assert self.client is not None
-        assert self.server_close is None, self.server_close
-        self.take(DatagramReceived)
-        self.cq.send_datagram_frame(self.client.datagram_prefix(session_id) + b"ping")
-        stream_id = self.client.create_stream(session_id, unidirectional=False)
-        self.cq.send_stream_data(stream_id, b"alive", end_stream=True)
-        self.pump()
-        assert [(d.session_id, d.data) for d in self.take(DatagramReceived)] == [
-            (session_id, b"ping")
-        ]
-        opened = [e for e in self.take(StreamOpened) if e.stream_id == stream_id]
-        assert len(opened) == 1 and opened[0].session_id == session_id
-        rest = [e.data for e in self.take(StreamDataReceived) if e.stream_id == stream_id]
-        assert opened[0].data + b"".join(rest) == b"alive"
 
 
 def _two_sessions(certificate: CertificateInfo) -> tuple[Pair, int, int]:
@@ -247,21 +149,26 @@ def _check_peer_stream(
 ) -> None:
     pair, victim, healthy = _two_sessions(certificate)
     closed = pair.open_session("/closed")
-    assert pair.client is not None
-    pair.client.close_session(closed, 0, "")
+    pair.client.close_session(pair.client.sessions[closed], 0, "")
     pair.pump()
-    pair.take(SessionClosed)
+    pair.take_server(SessionClosed)
     ids = {"victim": victim, "healthy": healthy, "closed": closed}
     data = _build(kind, payload, ids)
     stream_id = pair.cq.get_next_available_stream_id(is_unidirectional=unidirectional)
     pair.cq.send_stream_data(stream_id, data, end_stream=fin)
     pair.pump()
-    opened = [e for e in pair.take(StreamOpened) if e.stream_id == stream_id]
+    opened = [e.stream for e in pair.take_server(StreamOpened) if e.stream.stream_id == stream_id]
     head = decode_varint(data, 0)
     if head is not None and head[0] == kind:
-        # A WebTransport stream header: never a connection error.
-        assert pair.server_close is None, pair.server_close
         target = decode_varint(data, head[1])
+        if target is not None and target[0] & 3:
+            # Not a client-initiated bidirectional stream id: H3_ID_ERROR (draft 4.2/4.3).
+            assert opened == []
+            assert pair.server_close is not None
+            assert pair.server_close.error_code == ErrorCodes.H3_ID_ERROR
+            return
+        # Any other WebTransport stream header: never a connection error.
+        assert pair.server_close is None, pair.server_close
         if target is None:
             assert opened == []
             if fin or len(data) > 16:
@@ -271,21 +178,20 @@ def _check_peer_stream(
                 if not unidirectional:
                     assert ErrorCodes.H3_STREAM_CREATION_ERROR in pair.refusals(stream_id)
         elif target[0] in (victim, healthy):
-            (event,) = opened
-            assert event.session_id == target[0]
-            assert event.unidirectional is unidirectional
-            rest = [e for e in pair.take(StreamDataReceived) if e.stream_id == stream_id]
-            assert event.data + b"".join(e.data for e in rest) == data[target[1] :]
-            assert event.end_stream or any(e.end_stream for e in rest) or not fin
+            (rec,) = opened
+            assert rec.session.session_id == target[0]
+            assert rec.unidirectional is unidirectional
+            assert received(rec) == data[target[1] :]
+            assert rec.fin_received is fin
         elif target[0] == closed:
             assert opened == []
-            assert pair.server.stream_session(stream_id) is None
+            assert stream_id not in pair.server.streams
             if not (unidirectional and fin):
                 assert ErrorCodes.WT_SESSION_GONE in pair.refusals(stream_id)
         else:
             # Unknown session: held for a CONNECT that may follow, never delivered.
             assert opened == []
-            assert pair.server.stream_session(stream_id) in (target[0], None)
+            assert stream_id not in pair.server.streams
     else:
         # Not ours: HTTP/3 handles it. It may close the connection, but only with
         # an HTTP/3 code, and it never yields a WebTransport stream.
@@ -333,7 +239,7 @@ def test_datagram_arbitrary_prefix(certificate: CertificateInfo, payload: Any) -
         data = encode_uint_var(target // 4) + payload[1] if target % 4 == 0 else payload[1]
     pair.cq.send_datagram_frame(data)
     pair.pump()
-    got = pair.take(DatagramReceived)
+    got = pair.take_server(Datagram)
     head = decode_varint(data, 0)
     if head is None:
         # RFC 9297 §2.1: an unparsable quarter stream id is H3_DATAGRAM_ERROR.
@@ -369,26 +275,25 @@ def test_capsules_on_connect_stream(
     certificate: CertificateInfo, capsules: list[tuple[int, bytes]], tail: bytes
 ) -> None:
     pair, victim, healthy = _two_sessions(certificate)
-    assert pair.client is not None
     wire = b"".join(encode_capsule(t, v) for t, v in capsules) + tail
-    pair.client._h3.send_data(victim, wire, end_stream=False)
+    pair.client.h3.send_data(victim, wire, end_stream=False)
     pair.pump()
-    closed = pair.take(SessionClosed)
+    closed = [e.session for e in pair.take_server(SessionClosed)]
     assert all(c.session_id == victim for c in closed)
     assert len(closed) <= 1
     first_close = next((v for t, v in capsules if t == CAPSULE_CLOSE_WEBTRANSPORT_SESSION), None)
     if first_close is not None:
         # Something closed the session by the time a close capsule was read.
         assert len(closed) == 1
-        if len(first_close) >= 4 and closed[0].clean:
+        if len(first_close) >= 4 and closed[0].closed_cleanly:
             # The first CLOSE_WEBTRANSPORT_SESSION wins; nothing after it counts.
-            assert closed[0].error_code == int.from_bytes(first_close[:4], "big")
+            assert closed[0].close_code == int.from_bytes(first_close[:4], "big")
         if len(first_close) < 4:
-            assert closed[0].clean is False
+            assert closed[0].closed_cleanly is False
     elif not closed:
         # No close: every drain was reported and the session still works.
         drains = sum(1 for t, _ in capsules if t == CAPSULE_DRAIN_WEBTRANSPORT_SESSION)
-        assert len(pair.take(SessionDraining)) == drains
+        assert len(pair.take_server(SessionDraining)) == drains
         pair.assert_alive(victim)
     pair.assert_alive(healthy)
 
@@ -423,8 +328,8 @@ def test_connect_request_validation(
     path: bytes,
     fin: bool,
 ) -> None:
-    pair = Pair(certificate, raw_client=True)
-    assert pair.raw is not None
+    pair = Pair(certificate, raw_client_h3=True)
+    assert pair.raw_h3 is not None
     values = {
         b":method": method,
         b":protocol": protocol,
@@ -434,9 +339,9 @@ def test_connect_request_validation(
     }
     headers = [(k, v) for k, v in values.items() if v != ABSENT]
     stream_id = pair.cq.get_next_available_stream_id()
-    pair.raw.send_headers(stream_id, headers, end_stream=fin)
+    pair.raw_h3.send_headers(stream_id, headers, end_stream=fin)
     pair.pump()
-    requested = pair.take(SessionRequested)
+    requested = [e.session for e in pair.take_server(SessionRequested)]
     valid = (
         method == b"CONNECT"
         and protocol in (b"webtransport", b"webtransport-h3")
@@ -464,29 +369,29 @@ def test_connect_request_validation(
         assert ErrorCodes.H3_MESSAGE_ERROR in pair.refusals(stream_id)
     else:
         assert len(statuses) == 1 and statuses[0] in (b"400", b"404", b"405"), statuses
-    assert pair.server._sessions == {}
+    assert pair.server.sessions == {}
 
 
 def _raw_connect(pair: Pair, extra: list[tuple[bytes, bytes]]) -> int:
-    assert pair.raw is not None
+    assert pair.raw_h3 is not None
     stream_id = pair.cq.get_next_available_stream_id()
-    pair.raw.send_headers(stream_id, [*GOOD.items(), *extra], end_stream=False)
+    pair.raw_h3.send_headers(stream_id, [*GOOD.items(), *extra], end_stream=False)
     pair.pump()
     return stream_id
 
 
 def test_oversize_header_block_refused(certificate: CertificateInfo) -> None:
     """A CONNECT whose field section is far above `max_field_section_size` (64 KiB)."""
-    pair = Pair(certificate, raw_client=True)
+    pair = Pair(certificate, raw_client_h3=True)
     # 200 headers x 1000 bytes = ~200 KB of field section; QUIC carries it fine.
     extra = [(f"x-pad-{i}".encode(), b"v" * 1000) for i in range(200)]
     stream_id = _raw_connect(pair, extra)
-    requested = pair.take(SessionRequested)
+    requested = pair.take_server(SessionRequested)
     assert pair.server_close is None
     assert requested == []
     answers = [e for e in pair.client_events if isinstance(e, h3e.HeadersReceived)]
     assert answers and dict(answers[0].headers).get(b":status") in (b"431", b"400")
-    assert stream_id not in pair.server._sessions
+    assert stream_id not in pair.server.sessions
 
 
 @pytest.mark.parametrize(
@@ -498,16 +403,16 @@ def test_oversize_header_block_refused(certificate: CertificateInfo) -> None:
     ],
     ids=["uppercase-name", "duplicate-pseudo", "value-whitespace"],
 )
+@pytest.mark.aioquic_patch("malformed_request")
 def test_malformed_request_closes_only_its_stream(
     certificate: CertificateInfo, bad: list[tuple[bytes, bytes]]
 ) -> None:
     pair = Pair(certificate)
     healthy = pair.open_session("/healthy")
-    assert pair.client is not None
     stream_id = pair.cq.get_next_available_stream_id()
-    pair.client._h3.send_headers(stream_id, [*GOOD.items(), *bad], end_stream=False)
+    pair.client.h3.send_headers(stream_id, [*GOOD.items(), *bad], end_stream=False)
     pair.pump()
-    assert pair.take(SessionRequested) == []
+    assert pair.take_server(SessionRequested) == []
     assert pair.server_close is None, pair.server_close
     assert ErrorCodes.H3_MESSAGE_ERROR in pair.refusals(stream_id)
     pair.assert_alive(healthy)

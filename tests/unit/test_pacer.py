@@ -6,7 +6,7 @@ from aioquic.quic.recovery import QuicPacketPacer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pywebtransport.transport.connection import _BurstPacer
+from pywebtransport.transport._aioquic import BurstPacer as _BurstPacer
 
 MDS = 1350
 

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 from aioquic.buffer import encode_uint_var
 from aioquic.h3 import events as h3e
-from aioquic.h3.connection import H3Connection
 from aioquic.quic import events as qe
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from wire import CLIENT_ADDR, SERVER_ADDR, Datagram, Pair, make_quic_pair, received
 
 from pywebtransport.shared.constants import (
     CAPSULE_CLOSE_WEBTRANSPORT_SESSION,
@@ -22,30 +16,23 @@ from pywebtransport.shared.constants import (
     WT_APPLICATION_ERROR_LAST,
     ErrorCodes,
 )
+from pywebtransport.shared.exceptions import StreamError
+from pywebtransport.shared.types import SessionState
 from pywebtransport.shared.utils import CertificateInfo
-from pywebtransport.transport._protocol import (
-    DRAFT02,
-    DatagramReceived,
-    Dialect,
-    Limits,
-    ProtocolEvent,
+from pywebtransport.transport._core.capsules import decode_capsules, encode_capsule
+from pywebtransport.transport._core.codes import http3_to_wt_error, wt_to_http3_error
+from pywebtransport.transport._core.dialects import DRAFT02, Limits
+from pywebtransport.transport._core.events import (
     SessionClosed,
     SessionEstablished,
     SessionRejected,
     SessionRequested,
-    StreamDataReceived,
     StreamOpened,
-    WebTransportProtocol,
-    decode_capsules,
-    encode_capsule,
-    http3_to_wt_error,
-    wt_to_http3_error,
 )
+from pywebtransport.transport._core.protocol import WebTransportProtocol
 
 pytestmark = pytest.mark.timeout(30)
 
-CLIENT_ADDR = ("127.0.0.1", 40000)
-SERVER_ADDR = ("127.0.0.1", 4433)
 MAX_U32 = 2**32 - 1
 
 
@@ -71,12 +58,18 @@ def test_error_code_literal_values() -> None:
     assert http3_to_wt_error(WT_APPLICATION_ERROR_LAST) == MAX_U32
 
 
+_FIRST_GREASE_N = -(-(WT_APPLICATION_ERROR_FIRST - 0x21) // 0x1F)
+_LAST_GREASE_N = (WT_APPLICATION_ERROR_LAST - 0x21) // 0x1F
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.integers(min_value=0, max_value=(WT_APPLICATION_ERROR_LAST - 0x21) // 0x1F))
+@given(st.integers(min_value=_FIRST_GREASE_N, max_value=_LAST_GREASE_N))
 def test_grease_points_map_to_none(n: int) -> None:
+    # Every reserved point 0x1f * N + 0x21 inside the WebTransport range, none outside it.
     grease = 0x1F * n + 0x21
-    if WT_APPLICATION_ERROR_FIRST <= grease <= WT_APPLICATION_ERROR_LAST:
-        assert http3_to_wt_error(grease) is None
+    assert WT_APPLICATION_ERROR_FIRST <= grease <= WT_APPLICATION_ERROR_LAST
+    assert http3_to_wt_error(grease) is None
+    assert http3_to_wt_error(grease - 1) is not None or grease - 1 < WT_APPLICATION_ERROR_FIRST
 
 
 def test_first_grease_point_in_range_is_none() -> None:
@@ -164,133 +157,12 @@ def test_oversize_capsule_raises() -> None:
 # --------------------------------------------------------------------------- in-memory pair
 
 
-def make_quic_pair(certificate: CertificateInfo) -> tuple[QuicConnection, QuicConnection]:
-    """A client and a server `QuicConnection` (h3, datagrams) that have not talked yet."""
-    server_cfg = QuicConfiguration(
-        is_client=False, alpn_protocols=["h3"], max_datagram_frame_size=65536
-    )
-    server_cfg.load_cert_chain(certificate.certfile, certificate.keyfile)
-    client_cfg = QuicConfiguration(
-        is_client=True,
-        alpn_protocols=["h3"],
-        max_datagram_frame_size=65536,
-        verify_mode=ssl.CERT_NONE,
-        server_name="127.0.0.1",
-    )
-    client = QuicConnection(configuration=client_cfg)
-    server = QuicConnection(
-        configuration=server_cfg,
-        original_destination_connection_id=client.original_destination_connection_id,
-    )
-    return client, server
-
-
-class Pair:
-    """A client and a server `QuicConnection`, each under a `WebTransportProtocol`."""
-
-    def __init__(self, certificate: CertificateInfo, *, raw_client_h3: bool = False) -> None:
-        self.now = 1.0
-        self.cq, self.sq = make_quic_pair(certificate)
-        self.raw_h3: H3Connection | None = None
-        if raw_client_h3:
-            self.raw_h3 = H3Connection(self.cq, enable_webtransport=True)
-            self.client: WebTransportProtocol | None = None
-        else:
-            self.client = WebTransportProtocol(self.cq)
-        self.server = WebTransportProtocol(self.sq, limits=Limits(max_sessions=4))
-        self.client_events: list[Any] = []
-        self.server_events: list[ProtocolEvent] = []
-        self.client_quic_events: list[qe.QuicEvent] = []
-        self.server_quic_events: list[qe.QuicEvent] = []
-        self.split: Callable[[qe.QuicEvent], bool] = lambda event: False
-        self.cq.connect(SERVER_ADDR, now=self.now)
-        self.pump()
-        assert self.cq._handshake_complete and self.sq._handshake_complete
-
-    def _server_handle(self, event: qe.QuicEvent) -> None:
-        if isinstance(event, qe.StreamDataReceived) and self.split(event) and len(event.data) > 1:
-            data = event.data
-            for i in range(len(data)):
-                piece = qe.StreamDataReceived(
-                    data=data[i : i + 1],
-                    end_stream=event.end_stream and i == len(data) - 1,
-                    stream_id=event.stream_id,
-                )
-                self.server_events.extend(self.server.handle_event(piece))
-            return
-        self.server_events.extend(self.server.handle_event(event))
-
-    def pump(self, rounds: int = 50) -> None:
-        for _ in range(rounds):
-            moved = False
-            self.now += 0.001
-            for data, _addr in self.cq.datagrams_to_send(now=self.now):
-                moved = True
-                self.sq.receive_datagram(data, CLIENT_ADDR, now=self.now)
-            while (event := self.sq.next_event()) is not None:
-                self.server_quic_events.append(event)
-                self._server_handle(event)
-            for data, _addr in self.sq.datagrams_to_send(now=self.now):
-                moved = True
-                self.cq.receive_datagram(data, SERVER_ADDR, now=self.now)
-            while (event := self.cq.next_event()) is not None:
-                self.client_quic_events.append(event)
-                if self.raw_h3 is not None:
-                    self.client_events.extend(self.raw_h3.handle_event(event))
-                else:
-                    assert self.client is not None
-                    self.client_events.extend(self.client.handle_event(event))
-            if not moved:
-                return
-
-    def take_server(self, kind: type[Any]) -> list[Any]:
-        found = [e for e in self.server_events if isinstance(e, kind)]
-        self.server_events = [e for e in self.server_events if not isinstance(e, kind)]
-        return found
-
-    def take_client(self, kind: type[Any]) -> list[Any]:
-        found = [e for e in self.client_events if isinstance(e, kind)]
-        self.client_events = [e for e in self.client_events if not isinstance(e, kind)]
-        return found
-
-    def request(self, path: str = "/echo", dialect: Dialect = DRAFT02) -> int:
-        assert self.client is not None
-        session_id = self.client.connect(authority="127.0.0.1:4433", path=path, dialect=dialect)
-        self.pump()
-        return session_id
-
-    def open_session(self, path: str = "/echo", dialect: Dialect = DRAFT02) -> int:
-        session_id = self.request(path, dialect)
-        (requested,) = self.take_server(SessionRequested)
-        assert requested.session_id == session_id
-        self.server.accept(session_id)
-        self.pump()
-        (established,) = self.take_client(SessionEstablished)
-        assert established.session_id == session_id
-        return session_id
-
-    def assert_alive(self, session_id: int) -> None:
-        """A datagram and a stream still get through the session."""
-        assert self.client is not None
-        self.cq.send_datagram_frame(self.client.datagram_prefix(session_id) + b"ping")
-        stream_id = self.client.create_stream(session_id, unidirectional=False)
-        self.cq.send_stream_data(stream_id, b"alive", end_stream=True)
-        self.pump()
-        datagrams = self.take_server(DatagramReceived)
-        assert [(d.session_id, d.data) for d in datagrams] == [(session_id, b"ping")]
-        opened = [e for e in self.take_server(StreamOpened) if e.stream_id == stream_id]
-        assert len(opened) == 1 and opened[0].session_id == session_id
-        data = opened[0].data + b"".join(
-            e.data for e in self.take_server(StreamDataReceived) if e.stream_id == stream_id
-        )
-        assert data == b"alive"
-
-
 @pytest.fixture
 def pair(certificate: CertificateInfo) -> Pair:
     return Pair(certificate)
 
 
+@pytest.mark.aioquic_patch("early_settings")
 def test_server_settings_arrive_with_its_first_flight(certificate: CertificateInfo) -> None:
     """SETTINGS are 0.5-RTT data: the client can send CONNECT when its handshake completes."""
     cq, sq = make_quic_pair(certificate)
@@ -303,15 +175,19 @@ def test_server_settings_arrive_with_its_first_flight(certificate: CertificateIn
     # Only the server's first flight: the client has not even sent its Finished yet.
     for data, _addr in sq.datagrams_to_send(now=1.0):
         cq.receive_datagram(data, SERVER_ADDR, now=1.0)
+    handshake_done = False
     while (event := cq.next_event()) is not None:
-        client.handle_event(event)
-    assert cq._handshake_complete
+        handshake_done = handshake_done or isinstance(event, qe.HandshakeCompleted)
+        if isinstance(event, qe.StreamDataReceived):
+            client.receive_stream_data(event.stream_id, event.data, event.end_stream)
+        else:
+            client.handle_event(event)
+    assert handshake_done
     assert client.peer_settings is not None
     assert client.peer_settings.get(0x2B603742) == 1
 
 
 def test_settings_exchanged(pair: Pair) -> None:
-    assert pair.client is not None
     assert pair.server.peer_settings is not None
     assert pair.client.peer_settings is not None
     assert pair.client.peer_settings.get(0x2B603742) == 1
@@ -319,105 +195,218 @@ def test_settings_exchanged(pair: Pair) -> None:
 
 
 def test_connect_requested_and_accepted(pair: Pair) -> None:
-    session_id = pair.request("/chat?room=1")
+    client_session = pair.request("/chat?room=1")
     (requested,) = pair.take_server(SessionRequested)
-    assert requested.session_id == session_id
-    assert requested.path == "/chat?room=1"
-    assert requested.authority == "127.0.0.1:4433"
-    assert requested.protocol_token == b"webtransport"
-    assert (b":method", b"CONNECT") in requested.headers
+    session = requested.session
+    assert session.session_id == client_session.session_id
+    assert session.path == "/chat?room=1"
+    assert session.authority == "127.0.0.1:4433"
+    assert session.request.protocol_token == b"webtransport"
+    assert (b":method", b"CONNECT") in session.headers
+    assert session.state is SessionState.CONNECTING
     assert pair.take_client(SessionEstablished) == []
-    pair.server.accept(session_id)
+    pair.server.accept(session)
     pair.pump()
     (established,) = pair.take_client(SessionEstablished)
-    assert established.session_id == session_id
-    assert (b":status", b"200") in established.headers
-    pair.assert_alive(session_id)
+    assert established.session is client_session
+    assert (b":status", b"200") in client_session.headers
+    assert client_session.state is session.state is SessionState.CONNECTED
+    pair.assert_alive(session.session_id)
 
 
 def test_reject_404(pair: Pair) -> None:
-    session_id = pair.request("/nowhere")
-    pair.take_server(SessionRequested)
-    pair.server.reject(session_id, 404)
+    client_session = pair.request("/nowhere")
+    (requested,) = pair.take_server(SessionRequested)
+    pair.server.reject(requested.session, 404)
     pair.pump()
     (rejected,) = pair.take_client(SessionRejected)
-    assert rejected.session_id == session_id
+    assert rejected.session is client_session
     assert rejected.status_code == 404
+    assert client_session.rejected_with == 404
+    assert client_session.is_closed
     assert pair.take_client(SessionEstablished) == []
 
 
+def test_sessions_beyond_the_connection_limit_get_429(certificate: CertificateInfo) -> None:
+    pair = Pair(certificate, limits=Limits(max_sessions=2))
+    pair.open_session("/a")
+    pair.open_session("/b")
+    third = pair.request("/c")
+    assert pair.take_server(SessionRequested) == []
+    (rejected,) = pair.take_client(SessionRejected)
+    assert rejected.session is third and rejected.status_code == 429
+
+
 def test_stream_header_one_byte_at_a_time(pair: Pair) -> None:
-    assert pair.client is not None
     session_id = pair.open_session()
-    stream_id = pair.client.create_stream(session_id, unidirectional=False)
-    uni_id = pair.client.create_stream(session_id, unidirectional=True)
-    pair.split = lambda event: event.stream_id in (stream_id, uni_id)
-    pair.cq.send_stream_data(stream_id, b"hello world", end_stream=True)
-    pair.cq.send_stream_data(uni_id, b"uni data", end_stream=True)
+    bidi = pair.client_stream(session_id)
+    uni = pair.client_stream(session_id, unidirectional=True)
+    pair.split = lambda event: event.stream_id in (bidi.stream_id, uni.stream_id)
+    pair.client.send(bidi, b"hello world", fin=True)
+    pair.client.send(uni, b"uni data", fin=True)
     pair.pump()
-    opened = {e.stream_id: e for e in pair.take_server(StreamOpened)}
-    assert set(opened) == {stream_id, uni_id}
-    assert not opened[stream_id].unidirectional
-    assert opened[uni_id].unidirectional
-    rest = pair.take_server(StreamDataReceived)
-    for sid, expected in ((stream_id, b"hello world"), (uni_id, b"uni data")):
-        assert opened[sid].session_id == session_id
-        pieces = [e for e in rest if e.stream_id == sid]
-        data = opened[sid].data + b"".join(p.data for p in pieces)
-        assert data == expected
-        ended = opened[sid].end_stream or any(p.end_stream for p in pieces)
-        assert ended
-    assert pair.server.stream_session(stream_id) == session_id
+    opened = {e.stream.stream_id: e.stream for e in pair.take_server(StreamOpened)}
+    assert set(opened) == {bidi.stream_id, uni.stream_id}
+    assert not opened[bidi.stream_id].unidirectional
+    assert opened[uni.stream_id].unidirectional
+    for rec, expected in (
+        (opened[bidi.stream_id], b"hello world"),
+        (opened[uni.stream_id], b"uni data"),
+    ):
+        assert rec.session.session_id == session_id
+        assert received(rec) == expected
+        assert rec.fin_received
+    assert pair.server.streams[bidi.stream_id].session.session_id == session_id
+
+
+def test_read_grants_credit_and_finishes_the_stream(pair: Pair) -> None:
+    session_id = pair.open_session()
+    rec = pair.client_stream(session_id, unidirectional=True)
+    pair.client.send(rec, b"abcdef", fin=True)
+    pair.pump()
+    (opened,) = pair.take_server(StreamOpened)
+    server_rec = opened.stream
+    assert pair.server.read(server_rec, 2) == b"ab"
+    assert pair.server.read(server_rec) == b"cdef"
+    assert server_rec.consumed == 6
+    # Everything read and the FIN seen: both halves are done (a peer's uni stream
+    # has no sending half), so the protocol forgot it; reads now return EOF.
+    assert server_rec.read_done
+    assert server_rec.stream_id not in pair.server.streams
+    assert pair.server.read(server_rec) == b""
 
 
 def test_close_capsule_code_and_reason(pair: Pair) -> None:
-    assert pair.client is not None
     session_id = pair.open_session()
-    own = pair.client.close_session(session_id, 42, "client bye")
-    assert [(e.error_code, e.reason) for e in own if isinstance(e, SessionClosed)] == [
-        (42, "client bye")
-    ]
+    session = pair.client.sessions[session_id]
+    pair.client.close_session(session, 42, "client bye")
     pair.pump()
-    (closed,) = pair.take_server(SessionClosed)
-    assert (closed.session_id, closed.error_code, closed.reason, closed.clean) == (
-        session_id,
+    assert session.is_closed
+    assert (session.close_code, session.close_reason, session.closed_by_peer) == (
         42,
         "client bye",
-        True,
+        False,
     )
+    (closed,) = pair.take_server(SessionClosed)
+    server_session = closed.session
+    assert (
+        server_session.session_id,
+        server_session.close_code,
+        server_session.close_reason,
+        server_session.closed_cleanly,
+        server_session.closed_by_peer,
+    ) == (session_id, 42, "client bye", True, True)
 
 
 def test_raw_close_capsule_after_unknown_capsule(pair: Pair) -> None:
-    assert pair.client is not None
     session_id = pair.open_session()
     grease = encode_capsule(0x1F * 3 + 0x29, b"grease payload")
     close = encode_capsule(CAPSULE_CLOSE_WEBTRANSPORT_SESSION, (7).to_bytes(4, "big") + b"done")
-    pair.client._h3.send_data(session_id, grease, end_stream=False)
+    pair.client.h3.send_data(session_id, grease, end_stream=False)
     pair.pump()
     assert pair.take_server(SessionClosed) == []
-    pair.client._h3.send_data(session_id, close, end_stream=True)
+    pair.client.h3.send_data(session_id, close, end_stream=True)
     pair.pump()
     (closed,) = pair.take_server(SessionClosed)
-    assert (closed.error_code, closed.reason, closed.clean) == (7, "done", True)
+    session = closed.session
+    assert (session.close_code, session.close_reason, session.closed_cleanly) == (7, "done", True)
 
 
 def test_malformed_close_capsule(pair: Pair) -> None:
-    assert pair.client is not None
     session_id = pair.open_session()
     bad = encode_capsule(CAPSULE_CLOSE_WEBTRANSPORT_SESSION, b"\x00\x01")
-    pair.client._h3.send_data(session_id, bad, end_stream=False)
+    pair.client.h3.send_data(session_id, bad, end_stream=False)
     pair.pump()
     (closed,) = pair.take_server(SessionClosed)
-    assert closed.session_id == session_id
-    assert closed.clean is False
+    assert closed.session.session_id == session_id
+    assert closed.session.closed_cleanly is False
+    assert closed.session.closed_by_peer is False  # we ended it over the peer's error
+
+
+def _raw_session(pair: Pair) -> int:
+    """A session opened by aioquic's plain H3 client, which sends whatever it is told."""
+    assert pair.raw_h3 is not None
+    stream_id = pair.cq.get_next_available_stream_id()
+    pair.raw_h3.send_headers(
+        stream_id,
+        [
+            (b":method", b"CONNECT"),
+            (b":protocol", b"webtransport"),
+            (b":scheme", b"https"),
+            (b":authority", b"127.0.0.1:4433"),
+            (b":path", b"/raw"),
+        ],
+        end_stream=False,
+    )
+    pair.pump()
+    (requested,) = pair.take_server(SessionRequested)
+    pair.server.accept(requested.session)
+    pair.pump()
+    return stream_id
+
+
+def test_capsule_data_after_close_resets_the_connect_stream(certificate: CertificateInfo) -> None:
+    """draft section 6: nothing may follow CLOSE_WEBTRANSPORT_SESSION: H3_MESSAGE_ERROR."""
+    pair = Pair(certificate, raw_client_h3=True)
+    assert pair.raw_h3 is not None
+    session_id = _raw_session(pair)
+    other = _raw_session(pair)
+    close = encode_capsule(CAPSULE_CLOSE_WEBTRANSPORT_SESSION, (9).to_bytes(4, "big") + b"x")
+    pair.raw_h3.send_data(session_id, close, end_stream=False)
+    pair.pump()
+    (closed,) = pair.take_server(SessionClosed)
+    assert closed.session.close_code == 9
+    assert ErrorCodes.H3_MESSAGE_ERROR not in pair.refusals(session_id)
+    pair.raw_h3.send_data(session_id, encode_capsule(0x29, b"late"), end_stream=False)
+    pair.pump()
+    assert ErrorCodes.H3_MESSAGE_ERROR in pair.refusals(session_id)
+    assert pair.server_close is None
+    assert other in pair.server.sessions
+
+
+def test_capsule_after_close_in_the_same_data(pair: Pair) -> None:
+    session_id = pair.open_session()
+    wire = encode_capsule(CAPSULE_CLOSE_WEBTRANSPORT_SESSION, (3).to_bytes(4, "big"))
+    wire += encode_capsule(0x29, b"after")
+    pair.client.h3.send_data(session_id, wire, end_stream=True)
+    pair.pump()
+    (closed,) = pair.take_server(SessionClosed)
+    assert closed.session.close_code == 3  # the first close wins
+    assert ErrorCodes.H3_MESSAGE_ERROR in pair.refusals(session_id)
+
+
+def test_stream_signal_after_connect_headers_is_a_frame_error(pair: Pair) -> None:
+    """draft section 4.2: WEBTRANSPORT_STREAM on a CONNECT stream closes with H3_FRAME_ERROR."""
+    session_id = pair.open_session()
+    signal = encode_uint_var(0x41) + encode_uint_var(session_id)
+    pair.cq.send_stream_data(session_id, signal + b"stream data")
+    pair.pump()
+    assert pair.server_close is not None
+    assert pair.server_close.error_code == ErrorCodes.H3_FRAME_ERROR
+    (closed,) = pair.take_server(SessionClosed)
+    assert closed.session.closed_cleanly is False
+
+
+@pytest.mark.parametrize("bad_session", [1, 2, 3, 5, 6, 7, 4001])
+@pytest.mark.parametrize("unidirectional", [False, True])
+def test_session_id_that_is_no_client_bidi_stream_is_an_id_error(
+    pair: Pair, bad_session: int, unidirectional: bool
+) -> None:
+    """draft sections 4.2/4.3: H3_ID_ERROR closes the connection."""
+    pair.open_session()
+    stream_id = pair.cq.get_next_available_stream_id(is_unidirectional=unidirectional)
+    kind = 0x54 if unidirectional else 0x41
+    pair.cq.send_stream_data(stream_id, encode_uint_var(kind) + encode_uint_var(bad_session) + b"x")
+    pair.pump()
+    assert pair.server_close is not None
+    assert pair.server_close.error_code == ErrorCodes.H3_ID_ERROR
 
 
 def test_datagram_for_unknown_session_dropped(pair: Pair) -> None:
     session_id = pair.open_session()
     pair.cq.send_datagram_frame(encode_uint_var(1000 // 4) + b"lost")
     pair.pump()
-    assert pair.take_server(DatagramReceived) == []
-    assert pair.sq._close_event is None
+    assert pair.take_server(Datagram) == []
     pair.assert_alive(session_id)
 
 
@@ -437,38 +426,29 @@ def test_get_request_answered_404(certificate: CertificateInfo) -> None:
     )
     pair.pump()
     assert pair.take_server(SessionRequested) == []
-    assert pair.server._sessions == {}
+    assert pair.server.sessions == {}
     headers = [e for e in pair.client_events if isinstance(e, h3e.HeadersReceived)]
     assert len(headers) == 1
     assert (b":status", b"404") in headers[0].headers
     assert headers[0].stream_ended
 
 
-def _refusals(pair: Pair, stream_id: int) -> list[int]:
-    codes = []
-    for event in pair.client_quic_events:
-        if isinstance(event, qe.StopSendingReceived | qe.StreamReset) and (
-            event.stream_id == stream_id
-        ):
-            codes.append(event.error_code)
-    return codes
-
-
 def test_stream_for_closed_session_refused(pair: Pair) -> None:
-    assert pair.client is not None
     gone = pair.open_session("/a")
     alive = pair.open_session("/b")
-    pair.server.close_session(gone, 0, "")
+    pair.server.close_session(pair.server.sessions[gone], 0, "")
     pair.pump()
     pair.take_client(SessionClosed)
     stream_id = pair.cq.get_next_available_stream_id()
     pair.cq.send_stream_data(
         stream_id, encode_uint_var(0x41) + encode_uint_var(gone) + b"too late", end_stream=True
     )
+    uni_id = pair.cq.get_next_available_stream_id(is_unidirectional=True)
+    pair.cq.send_stream_data(uni_id, encode_uint_var(0x54) + encode_uint_var(gone) + b"late")
     pair.pump()
-    assert [e for e in pair.take_server(StreamOpened) if e.stream_id == stream_id] == []
-    assert ErrorCodes.WT_SESSION_GONE in _refusals(pair, stream_id)
-    assert pair.sq._close_event is None
+    assert pair.take_server(StreamOpened) == []
+    assert ErrorCodes.WT_SESSION_GONE in pair.refusals(stream_id)
+    assert ErrorCodes.WT_SESSION_GONE in pair.refusals(uni_id)
     pair.assert_alive(alive)
 
 
@@ -483,22 +463,72 @@ def test_streams_for_unknown_session_refused_beyond_buffer(pair: Pair) -> None:
         stream_ids.append(stream_id)
         pair.pump()
     assert pair.take_server(StreamOpened) == []
-    refused = [sid for sid in stream_ids if _refusals(pair, sid)]
+    refused = [sid for sid in stream_ids if pair.refusals(sid)]
     assert refused, "streams for a session that never comes must eventually be refused"
     for sid in refused:
-        assert ErrorCodes.WT_BUFFERED_STREAM_REJECTED in _refusals(pair, sid)
-    assert pair.sq._close_event is None
+        assert ErrorCodes.WT_BUFFERED_STREAM_REJECTED in pair.refusals(sid)
     pair.assert_alive(alive)
+
+
+def test_stream_before_its_connect_is_held_then_delivered(pair: Pair) -> None:
+    """A stream that overtakes its session's CONNECT is delivered once the session exists."""
+    session = pair.client.open_session(authority="127.0.0.1:4433", path="/early", dialect=DRAFT02)
+    session.state = SessionState.CONNECTED  # as a client that does not wait for the answer
+    rec = pair.client.open_stream(session, unidirectional=True)
+    pair.client.send(rec, b"early bird", fin=True)
+    pair.pump()
+    (requested,) = pair.take_server(SessionRequested)
+    assert pair.take_server(StreamOpened) == []
+    pair.server.accept(requested.session)
+    pair.pump()
+    (opened,) = pair.take_server(StreamOpened)
+    assert received(opened.stream) == b"early bird" and opened.stream.fin_received
 
 
 def test_stream_header_garbage_refused(pair: Pair) -> None:
-    """A bidi stream whose first varint is neither 0x41 nor an HTTP/3 frame type."""
+    """A bidi stream that ends right after the WebTransport signal."""
     alive = pair.open_session()
     stream_id = pair.cq.get_next_available_stream_id()
-    # 0x41 is the signal; a header that runs on past 16 bytes without completing
-    # is impossible, so check the truncated-header case: FIN after the signal.
     pair.cq.send_stream_data(stream_id, encode_uint_var(0x41), end_stream=True)
     pair.pump()
     assert pair.take_server(StreamOpened) == []
-    assert pair.sq._close_event is None
+    assert ErrorCodes.H3_STREAM_CREATION_ERROR in pair.refusals(stream_id)
     pair.assert_alive(alive)
+
+
+def test_late_data_of_a_finished_stream_is_not_a_new_stream(pair: Pair) -> None:
+    session_id = pair.open_session()
+    rec = pair.client_stream(session_id)
+    pair.client.send(rec, b"x")
+    pair.pump()
+    (opened,) = pair.take_server(StreamOpened)
+    server_rec = opened.stream
+    pair.server.stop_receiving(server_rec, 5)
+    pair.server.send(server_rec, b"", fin=True)
+    assert server_rec.stream_id not in pair.server.streams
+    # The peer keeps sending bytes that look like a stream header: still not a stream.
+    pair.cq.send_stream_data(rec.stream_id, encode_uint_var(0x41) + encode_uint_var(session_id))
+    pair.pump()
+    assert pair.take_server(StreamOpened) == []
+    pair.assert_alive(session_id)
+
+
+def test_stop_sending_before_the_stream_header_reaches_the_writer(pair: Pair) -> None:
+    """A STOP_SENDING that overtakes a peer stream's first bytes is applied once it is claimed."""
+    session_id = pair.open_session()
+    stream_id = pair.cq.get_next_available_stream_id()
+    pair.cq.send_stream_data(stream_id, b"")  # opens the stream locally, sends nothing
+    pair.cq.stop_stream(stream_id, wt_to_http3_error(42))  # before any byte of the stream
+    pair.pump()
+    assert pair.take_server(StreamOpened) == []
+    pair.cq.send_stream_data(stream_id, encode_uint_var(0x41) + encode_uint_var(session_id) + b"hi")
+    pair.pump()
+    (opened,) = pair.take_server(StreamOpened)
+    rec = opened.stream
+    assert rec.write_done
+    assert rec.write_error is not None
+    assert (rec.write_error.error_code, rec.write_error.remote) == (42, True)
+    with pytest.raises(StreamError) as caught:
+        pair.server.send(rec, b"reply")
+    assert caught.value.error_code == 42
+    assert pair.server.read(rec) == b"hi"

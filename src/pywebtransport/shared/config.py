@@ -283,6 +283,9 @@ class BaseConfig:
         self.validate()
 
     def _normalize(self) -> None:
+        self._normalize_common()
+
+    def _normalize_common(self) -> None:
         """Converts accepted input forms (lists, ints, lower-case names) to stored forms."""
         _set(self, "alpn_protocols", _to_str_tuple("alpn_protocols", self.alpn_protocols))
         if isinstance(self.log_level, str):
@@ -301,7 +304,7 @@ class BaseConfig:
             ConfigurationError: A field is invalid. `config_key` names it and
                 `config_value` holds the rejected value.
         """
-        BaseConfig._validate_base(self)
+        self._validate_base()
 
     def _validate_base(self) -> None:
         if not self.alpn_protocols:
@@ -484,7 +487,7 @@ class ClientConfig(BaseConfig):
     server_certificate_hashes: tuple[bytes, ...] = ()
 
     def _normalize(self) -> None:
-        BaseConfig._normalize(self)
+        self._normalize_common()
         if isinstance(self.connection_attempt_delay, int) and not isinstance(
             self.connection_attempt_delay, bool
         ):
@@ -510,7 +513,7 @@ class ClientConfig(BaseConfig):
             ConfigurationError: A field is invalid, or `certfile` and
                 `keyfile` are not given together.
         """
-        BaseConfig._validate_base(self)
+        self._validate_base()
         for name in ("ca_certs", "certfile", "keyfile", "user_agent"):
             _check_optional_str(name, getattr(self, name))
         _check_duration(
@@ -574,7 +577,7 @@ class ServerConfig(BaseConfig):
     wt_supported_protocols: tuple[str, ...] = ()
 
     def _normalize(self) -> None:
-        BaseConfig._normalize(self)
+        self._normalize_common()
         _set(self, "verify_mode", _to_verify_mode("verify_mode", self.verify_mode))
         _set(
             self,
@@ -589,7 +592,7 @@ class ServerConfig(BaseConfig):
             ConfigurationError: A field is invalid, or `certfile` / `keyfile`
                 is missing.
         """
-        BaseConfig._validate_base(self)
+        self._validate_base()
         for name in ("certfile", "keyfile"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:

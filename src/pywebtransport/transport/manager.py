@@ -201,7 +201,10 @@ class ConnectionManager(_ResourceManager[int, WebTransportConnection]):
         return resource.handle
 
     async def _close(self, resource: WebTransportConnection) -> None:
+        # Graceful close, then no closing period: whoever shuts a manager down is
+        # done with its connections, and their sockets must not outlive it.
         await resource.close()
+        resource.abort()
 
     async def add_connection(self, connection: WebTransportConnection) -> int:
         """Register a connection.

@@ -1,4 +1,9 @@
-"""`WebTransportSession`: one WebTransport session on a QUIC connection."""
+"""`WebTransportSession`: one WebTransport session on a QUIC connection.
+
+The session's state lives in its protocol record (`_core.records.SessionRecord`);
+this object is its public face. `session_event` and `deliver_datagram` are
+how the engine tells sessions and streams what the protocol reported.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +16,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..shared.constants import ErrorCodes
-from ..shared.events import EventEmitter, EventType
-from ..shared.exceptions import (
-    DatagramError,
-    SessionClosedError,
-    StreamError,
-    TimeoutError,
+from ..shared.constants import (
+    CAPSULE_WT_DATA_BLOCKED,
+    CAPSULE_WT_MAX_DATA,
+    CAPSULE_WT_MAX_STREAMS_BIDI,
 )
+from ..shared.events import EventEmitter, EventType
+from ..shared.exceptions import DatagramError, SessionClosedError, TimeoutError
 from ..shared.types import Address, Buffer, SessionState
+from . import _aioquic
+from ._core import events as pe
+from ._core.records import SessionRecord, StreamRecord
 from .stream import WebTransportReceiveStream, WebTransportSendStream, WebTransportStream
 
 if TYPE_CHECKING:
+    from ._engine import ConnectionEngine
     from .connection import WebTransportConnection
 
 __all__ = ["SessionCloseInfo", "WebTransportSession"]
@@ -33,9 +41,10 @@ logger = logging.getLogger("pywebtransport.session")
 _BIDI = 1
 _UNI = 2
 
-# HTTP/3 datagram = QUIC DATAGRAM frame: 1 type byte + up to 8 bytes of length
-# is not used by aioquic (it sends DATAGRAM_WITH_LENGTH) + quarter stream id.
 _DATAGRAM_FRAME_OVERHEAD = 1 + 2
+"""DATAGRAM frame type and a 2-byte length (aioquic sends DATAGRAM_WITH_LENGTH)."""
+_PACKET_OVERHEAD = 50
+"""Short header, packet number, AEAD tag and slack in a 1-RTT packet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +52,8 @@ class SessionCloseInfo:
     """How a session ended.
 
     Attributes:
-        error_code: The application code of the close (0 for a clean close).
+        error_code: The application code of the close (0 for a clean close; the
+            HTTP status for a refused CONNECT; the QUIC code for a lost connection).
         reason: The reason text.
         remote: True when the peer closed the session.
         clean: False when the session ended by a reset, a protocol error or a
@@ -63,42 +73,16 @@ class WebTransportSession:
     handed to the server's handler. Use `async with session:` to close it on exit.
     """
 
-    def __init__(
-        self,
-        conn: WebTransportConnection,
-        session_id: int,
-        *,
-        path: str,
-        headers: list[tuple[bytes, bytes]],
-        authority: str = "",
-    ) -> None:
-        self._conn = conn
-        self._config = conn.config
-        self._session_id = session_id
-        self._path = path
-        self._authority = authority
-        self._headers = headers
-        self._state = SessionState.CONNECTING
-        # Created on first use: most sessions never register a listener.
-        self._events: EventEmitter | None = None
-        loop = conn._loop
-        self._ready: asyncio.Future[None] = loop.create_future()
-        self._closed: asyncio.Future[SessionCloseInfo] = loop.create_future()
-        self._streams: dict[int, WebTransportReceiveStream | WebTransportSendStream] = {}
-        # The queues are created on first use: a deque costs 0.8 KiB even when
-        # empty, and most sessions use one kind of stream, or no datagrams.
-        self._incoming_bidi: deque[WebTransportStream] | None = None
-        self._incoming_uni: deque[WebTransportReceiveStream] | None = None
-        self._incoming_waiter: asyncio.Future[None] | None = None
-        self._datagrams: deque[bytes] | None = None
-        self._datagram_waiter: asyncio.Future[None] | None = None
-        self._datagram_prefix = conn._protocol.datagram_prefix(session_id)
-        self._dialect = conn._protocol.session_dialect(session_id)
-        self._wt_protocol: str | None = None
-        self._wt_available_protocols: list[str] | None = None
-        self._reject_status: int | None = None
+    def __init__(self, engine: ConnectionEngine, record: SessionRecord) -> None:
+        self._engine = engine
+        self._rec = record
+        self._config = engine.config
+        record.owner = self
+        loop = engine.loop
+        record.ready = loop.create_future()
+        record.ended = loop.create_future()
         self._max_datagram = 0
-        self.key: tuple[int, int] = (conn.handle, session_id)
+        self.key: tuple[int, int] = (engine.handle, record.session_id)
         """Unique key of this session across all connections: (connection handle, session id)."""
         self.stats: dict[str, int] = {
             "streams_opened": 0,
@@ -110,39 +94,40 @@ class WebTransportSession:
             "bytes_datagrams_received": 0,
         }
         """Counters: streams opened/accepted, datagrams sent/received/dropped."""
-        self._handler_task: asyncio.Task[Any] | None = None
 
     # ------------------------------------------------------------------ properties
 
     @property
     def session_id(self) -> int:
         """The session id (the stream id of its CONNECT request)."""
-        return self._session_id
+        return self._rec.session_id
 
     @property
     def connection(self) -> WebTransportConnection:
         """The QUIC connection that carries this session."""
-        return self._conn
+        connection = self._engine.connection
+        assert connection is not None
+        return connection
 
     @property
     def path(self) -> str:
         """The request path, query string included."""
-        return self._path
+        return self._rec.path
 
     @property
     def query_params(self) -> dict[str, list[str]]:
         """The query string of the request path, parsed."""
-        return parse_qs(urlsplit(self._path).query)
+        return parse_qs(urlsplit(self._rec.path).query)
 
     @property
     def authority(self) -> str:
         """The request's `:authority` (host:port)."""
-        return self._authority
+        return self._rec.authority
 
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
         """Request (server side) or response (client side) headers, pseudo-headers included."""
-        return self._headers
+        return self._rec.headers
 
     def header(self, name: str, default: str | None = None) -> str | None:
         """Return the first value of a header, decoded.
@@ -155,7 +140,7 @@ class WebTransportSession:
             The value, or `default`.
         """
         wanted = name.lower().encode()
-        for key, value in self._headers:
+        for key, value in self._rec.headers:
             if key == wanted:
                 return value.decode("utf-8", "replace")
         return default
@@ -163,57 +148,69 @@ class WebTransportSession:
     @property
     def state(self) -> SessionState:
         """The session's state."""
-        return self._state
+        return self._rec.state
 
     @property
     def is_closed(self) -> bool:
         """True once the session is closed."""
-        return self._state is SessionState.CLOSED
+        return self._rec.is_closed
 
     @property
     def is_ready(self) -> bool:
         """True once the session is established and not closed."""
-        return self._state in (SessionState.CONNECTED, SessionState.DRAINING)
+        return self._rec.is_established
 
     @property
     def ready(self) -> asyncio.Future[None]:
         """Awaitable that completes when the session is established (the browser API's `ready`)."""
-        return self._ready
+        future: asyncio.Future[None] = self._rec.ready
+        return future
 
     @property
     def closed(self) -> asyncio.Future[SessionCloseInfo]:
-        """Awaitable that resolves with `SessionCloseInfo` when the session ends."""
-        return self._closed
+        """Awaitable that resolves with `SessionCloseInfo` when the session ends.
+
+        The browser API's `closed`. Awaiting it directly lets a cancellation of
+        the awaiting task cancel the shared future; `wait_closed()` shields it.
+        """
+        future: asyncio.Future[SessionCloseInfo] = self._rec.ended
+        return future
 
     @property
     def close_info(self) -> SessionCloseInfo | None:
         """How the session ended, or None while it is open."""
-        return self._closed.result() if self._closed.done() else None
+        ended = self._rec.ended
+        return ended.result() if ended.done() and not ended.cancelled() else None
 
     @property
     def events(self) -> EventEmitter:
-        """Session events (`SESSION_READY`, `SESSION_CLOSED`, `DATAGRAM_RECEIVED`, ...)."""
-        if self._events is None:
-            self._events = EventEmitter(max_listeners=self._config.max_event_listeners)
-        return self._events
+        """Session events: `SESSION_READY`, `SESSION_CLOSED`, `DATAGRAM_RECEIVED`, ...
 
-    def _listening(self, event_type: EventType) -> EventEmitter | None:
-        events = self._events
-        return events if events is not None and events.has_listeners(event_type) else None
+        Created on first use; see `EventType` for each event's data keys.
+        """
+        rec = self._rec
+        if rec.emitter is None:
+            rec.emitter = self._engine.new_emitter()
+        emitter: EventEmitter = rec.emitter
+        return emitter
 
     @property
     def remote_address(self) -> Address | None:
         """The peer's address."""
-        return self._conn.remote_address
+        return self.connection.remote_address
 
     @property
     def wt_protocol(self) -> str | None:
-        """The negotiated subprotocol, or None."""
-        return self._wt_protocol
+        """The negotiated subprotocol, or None.
+
+        On the server it may be set before the session is accepted to select
+        one of `wt_available_protocols`.
+        """
+        return self._rec.protocol
 
     @wt_protocol.setter
     def wt_protocol(self, value: str | None) -> None:
-        self._wt_protocol = value
+        self._rec.protocol = value
 
     @property
     def wt_available_protocols(self) -> list[str] | None:
@@ -222,41 +219,45 @@ class WebTransportSession:
         On the server, set `wt_protocol` to one of them before accepting to
         select it (or let `ServerConfig.wt_supported_protocols` choose).
         """
-        return self._wt_available_protocols
+        return self._rec.offered_protocols
 
     @property
     def protocol(self) -> str:
         """The negotiated subprotocol as the browser API reports it (`""` when none)."""
-        return self._wt_protocol or ""
+        return self._rec.protocol or ""
 
     @property
     def dialect(self) -> str:
         """The WebTransport draft spoken on this session, e.g. ``"draft-02"``."""
-        return self._dialect.name
-
-    @property
-    def _has_flow_control(self) -> bool:
-        return self._dialect.flow_control
-
-    def _cache_max_datagram(self) -> int:
-        self._max_datagram = self.max_datagram_size
-        return self._max_datagram
+        return self._rec.dialect.name
 
     @property
     def max_datagram_size(self) -> int:
-        """Largest datagram payload that fits in one QUIC packet right now."""
-        quic = self._conn._quic
-        remote = quic._remote_max_datagram_frame_size or 0
-        packet = quic._max_datagram_size - 50  # short header, AEAD tag, packet number, slack
-        return max(0, min(remote, packet) - _DATAGRAM_FRAME_OVERHEAD - len(self._datagram_prefix))
+        """Largest datagram payload that fits in one QUIC packet now.
 
-    # ------------------------------------------------------------------ lifecycle (server)
+        It follows from the packet size (`max_datagram_size` of the config,
+        the whole UDP payload) minus the QUIC packet overhead, the DATAGRAM
+        frame header and the session's quarter stream id, and from the peer's
+        `max_datagram_frame_size`.
+        """
+        engine = self._engine
+        frame = _aioquic.datagram_frame_limit(engine.quic)
+        if frame is None:
+            frame = engine.config.max_datagram_size - _PACKET_OVERHEAD
+        prefix = len(self._rec.datagram_prefix)
+        return max(0, frame - _DATAGRAM_FRAME_OVERHEAD - prefix)
+
+    # ------------------------------------------------------------------ lifecycle
 
     async def accept(self) -> None:
         """Accept a requested session (server side)."""
-        if self._state is not SessionState.CONNECTING:
+        rec = self._rec
+        if rec.state is not SessionState.CONNECTING or rec.is_client:
             return
-        self._conn._accept_session(self)
+        engine = self._engine
+        engine.core.accept(rec, protocol=rec.protocol)
+        engine.after_command()
+        _set_ready(rec)
 
     async def reject(self, status_code: int = 403) -> None:
         """Refuse a requested session with an HTTP status (server side).
@@ -264,9 +265,10 @@ class WebTransportSession:
         Args:
             status_code: The HTTP status, 4xx or 5xx.
         """
-        if self._state is not SessionState.CONNECTING:
+        rec = self._rec
+        if rec.state is not SessionState.CONNECTING or rec.is_client:
             return
-        self._conn._reject_session(self, status_code)
+        self._engine.reject(rec, status_code)
 
     async def ensure_ready(self, timeout: float | None = None) -> None:
         """Wait until the session is established.
@@ -280,93 +282,44 @@ class WebTransportSession:
         """
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.shield(self._ready)
+                await asyncio.shield(self._rec.ready)
         except builtins.TimeoutError as exc:
             raise TimeoutError("session did not become ready in time", operation="ready") from exc
-
-    def _set_ready(self) -> None:
-        self._state = SessionState.CONNECTED
-        if not self._ready.done():
-            self._ready.set_result(None)
-        if (events := self._listening(EventType.SESSION_READY)) is not None:
-            events.emit_nowait(EventType.SESSION_READY, {"session_id": self._session_id}, self)
-
-    def _set_draining(self) -> None:
-        if self._state is SessionState.CONNECTED:
-            self._state = SessionState.DRAINING
-        if (events := self._listening(EventType.SESSION_DRAINING)) is not None:
-            events.emit_nowait(EventType.SESSION_DRAINING, {"session_id": self._session_id}, self)
-
-    def _set_closed(self, info: SessionCloseInfo) -> None:
-        if self._state is SessionState.CLOSED:
-            return
-        self._state = SessionState.CLOSED
-        error = SessionClosedError(
-            f"session {self._session_id} closed"
-            + (f" by the peer: {info.reason!r}" if info.remote else ""),
-            session_id=self._session_id,
-            error_code=info.error_code,
-            reason=info.reason,
-            remote=info.remote,
-        )
-        if not self._ready.done():
-            self._ready.set_exception(error)
-            self._ready.exception()  # mark retrieved: nobody may be waiting
-        if not self._closed.done():
-            self._closed.set_result(info)
-        stream_error = StreamError(
-            f"session {self._session_id} closed",
-            error_code=ErrorCodes.WT_SESSION_GONE,
-            remote=info.remote,
-        )
-        for stream in list(self._streams.values()):
-            stream._abort(stream_error)
-        self._streams.clear()
-        self._wake_incoming()
-        self._wake_datagrams()
-        if (events := self._listening(EventType.SESSION_CLOSED)) is not None:
-            events.emit_nowait(
-                EventType.SESSION_CLOSED,
-                {
-                    "session_id": self._session_id,
-                    "error_code": info.error_code,
-                    "reason": info.reason,
-                    "remote": info.remote,
-                    "clean": info.clean,
-                },
-                self,
-            )
 
     async def close(self, error_code: int = 0, reason: str | None = None) -> None:
         """Close the session: CLOSE_WEBTRANSPORT_SESSION capsule, FIN, streams reset.
 
-        Idempotent. Streams whose data was fully written (FIN sent) are not
-        reset, so data written before `close()` still reaches the peer.
+        Idempotent, and it does not wait for the peer: the capsule is queued
+        (and sent at once) and the session is closed when this returns. Streams
+        whose data was fully written (FIN sent) are not reset, so data written
+        before `close()` still reaches the peer. A session not established yet
+        is cancelled instead (a server answers 500).
 
         Args:
             error_code: Application error code (0..2**32-1) the peer sees.
             reason: Reason text the peer sees (cut to 1024 UTF-8 bytes).
         """
-        if self._state is SessionState.CLOSED:
+        rec = self._rec
+        if rec.is_closed:
             return
-        if self._state is SessionState.CONNECTING and not self._conn.is_client:
-            await self.reject(status_code=500)
-            return
-        self._state = SessionState.CLOSING
-        self._conn._close_session(self, error_code, reason or "")
+        engine = self._engine
+        engine.core.close_session(rec, error_code, reason or "")
+        engine.after_command()
 
     async def drain(self) -> None:
         """Ask the peer to finish up (DRAIN_WEBTRANSPORT_SESSION); the session stays open."""
-        self._conn._protocol.drain_session(self._session_id)
-        self._conn._transmit_soon()
+        engine = self._engine
+        engine.core.drain_session(self._rec)
+        engine.after_command()
 
     async def wait_closed(self) -> SessionCloseInfo:
-        """Wait until the session ends.
+        """Wait until the session ends (a cancelled waiter leaves `closed` intact).
 
         Returns:
             How it ended.
         """
-        return await asyncio.shield(self._closed)
+        ended: asyncio.Future[SessionCloseInfo] = self._rec.ended
+        return await asyncio.shield(ended)
 
     async def __aenter__(self) -> WebTransportSession:
         return self
@@ -377,14 +330,45 @@ class WebTransportSession:
     # ------------------------------------------------------------------ streams
 
     def _check_open(self) -> None:
-        if self._state is not SessionState.CONNECTED and self._state is not SessionState.DRAINING:
+        rec = self._rec
+        if not rec.is_established:
             info = self.close_info
             raise SessionClosedError(
-                f"session {self._session_id} is {self._state.value}",
-                session_id=self._session_id,
+                f"session {rec.session_id} is {rec.state.value}",
+                session_id=rec.session_id,
                 error_code=info.error_code if info else None,
                 reason=info.reason if info else "",
             )
+
+    async def _create_stream(self, unidirectional: bool) -> StreamRecord:
+        self._check_open()
+        rec = self._rec
+        engine = self._engine
+        core = engine.core
+        blocker = core.stream_blocker(rec, unidirectional=unidirectional)
+        if blocker is not None:
+            timeout = self._config.stream_creation_timeout
+            try:
+                async with asyncio.timeout(timeout):
+                    while blocker is not None:
+                        engine.after_command()  # a WT_STREAMS_BLOCKED capsule may be queued
+                        if blocker == "quic":
+                            await engine.wait_stream_credit()
+                        else:
+                            await engine.wait_session_credit(rec)
+                        self._check_open()
+                        blocker = core.stream_blocker(rec, unidirectional=unidirectional)
+            except builtins.TimeoutError as exc:
+                kind = "uni" if unidirectional else "bi"
+                raise TimeoutError(
+                    f"the peer granted no new {kind}directional stream within "
+                    f"stream_creation_timeout={timeout}s",
+                    operation="create_stream",
+                ) from exc
+        stream = core.open_stream(rec, unidirectional=unidirectional)
+        engine.after_command()
+        self.stats["streams_opened"] += 1
+        return stream
 
     async def create_bidirectional_stream(self) -> WebTransportStream:
         """Open a bidirectional stream.
@@ -396,9 +380,8 @@ class WebTransportSession:
             SessionClosedError: The session is closed.
             TimeoutError: The peer granted no stream credit within `stream_creation_timeout`.
         """
-        stream = await self._conn._create_stream(self, unidirectional=False)
-        assert isinstance(stream, WebTransportStream)
-        return stream
+        record = await self._create_stream(False)
+        return WebTransportStream(self, record, self._engine)
 
     async def create_unidirectional_stream(self) -> WebTransportSendStream:
         """Open a unidirectional (send-only) stream.
@@ -410,37 +393,17 @@ class WebTransportSession:
             SessionClosedError: The session is closed.
             TimeoutError: The peer granted no stream credit within `stream_creation_timeout`.
         """
-        return await self._conn._create_stream(self, unidirectional=True)
-
-    def _add_incoming(self, stream: WebTransportReceiveStream) -> None:
-        self._streams[stream.stream_id] = stream
-        self.stats["streams_accepted"] += 1
-        if isinstance(stream, WebTransportStream):
-            if self._incoming_bidi is None:
-                self._incoming_bidi = deque()
-            self._incoming_bidi.append(stream)
-        else:
-            if self._incoming_uni is None:
-                self._incoming_uni = deque()
-            self._incoming_uni.append(stream)
-        self._wake_incoming()
-        if (events := self._listening(EventType.STREAM_OPENED)) is not None:
-            events.emit_nowait(
-                EventType.STREAM_OPENED, {"stream": stream, "stream_id": stream.stream_id}, self
-            )
-
-    def _wake_incoming(self) -> None:
-        waiter = self._incoming_waiter
-        if waiter is not None:
-            self._incoming_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        record = await self._create_stream(True)
+        return WebTransportSendStream(self, record, self._engine)
 
     def _pop_incoming(self, kinds: int) -> WebTransportReceiveStream | None:
-        if kinds & _BIDI and self._incoming_bidi:
-            return self._incoming_bidi.popleft()
-        if kinds & _UNI and self._incoming_uni:
-            return self._incoming_uni.popleft()
+        rec = self._rec
+        if kinds & _BIDI and rec.incoming_bidi:
+            stream: WebTransportReceiveStream = rec.incoming_bidi.popleft()
+            return stream
+        if kinds & _UNI and rec.incoming_uni:
+            stream = rec.incoming_uni.popleft()
+            return stream
         return None
 
     async def _next_incoming(
@@ -451,15 +414,16 @@ class WebTransportSession:
                 return await self._next_incoming(kinds, None)
         # Without a timeout, no timeout context and no shield: a server handler
         # idles here for the whole session, holding whatever this wait allocates.
+        rec = self._rec
         while True:
             stream = self._pop_incoming(kinds)
             if stream is not None:
                 return stream
-            if self._state is SessionState.CLOSED:
+            if rec.is_closed:
                 return None
-            waiter = self._incoming_waiter
+            waiter = rec.incoming_waiter
             if waiter is None or waiter.done():
-                waiter = self._incoming_waiter = self._conn._loop.create_future()
+                waiter = rec.incoming_waiter = self._engine.loop.create_future()
             try:
                 await waiter
             except asyncio.CancelledError:
@@ -523,7 +487,7 @@ class WebTransportSession:
             raise TimeoutError("no incoming stream in time", operation="accept_stream") from exc
         if stream is None:
             self._check_open()
-            raise SessionClosedError(session_id=self._session_id)
+            raise SessionClosedError(session_id=self.session_id)
         return stream
 
     async def _iterate(self, kinds: int) -> AsyncIterator[Any]:
@@ -576,57 +540,37 @@ class WebTransportSession:
 
         Args:
             data: The payload.
+
+        Raises:
+            DatagramError: The payload is larger than `max_datagram_size`.
+            SessionClosedError: The session is closed.
         """
         if isinstance(data, str):
             data = data.encode("utf-8")
-        state = self._state
-        if state is not SessionState.CONNECTED and state is not SessionState.DRAINING:
+        rec = self._rec
+        if not rec.is_established:
             self._check_open()
         size = len(data)
         # Fixed once the handshake is done (peer's frame limit and our packet size).
-        limit = self._max_datagram if self._max_datagram else self._cache_max_datagram()
+        limit = self._max_datagram or self._cache_max_datagram()
         if size > limit:
             raise DatagramError(
-                f"datagram of {size} bytes exceeds max_datagram_size ({limit} bytes); "
-                "send large payloads on a stream",
+                f"datagram of {size} bytes exceeds the {limit}-byte payload limit of this "
+                f"session (max_datagram_size={self._config.max_datagram_size} is the whole "
+                "QUIC packet, headers included); send large payloads on a stream",
                 datagram_size=size,
                 max_size=limit,
             )
-        conn = self._conn
-        conn._quic.send_datagram_frame(self._datagram_prefix + data)
-        conn._transmit_soon()
+        engine = self._engine
+        engine.core.send_datagram(rec, data)
+        engine.flush()
         stats = self.stats
         stats["datagrams_sent"] += 1
         stats["bytes_datagrams_sent"] += size
 
-    def _on_datagram(self, data: bytes) -> None:
-        stats = self.stats
-        stats["datagrams_received"] += 1
-        stats["bytes_datagrams_received"] += len(data)
-        events = self._events
-        if events is not None and events.has_listeners(EventType.DATAGRAM_RECEIVED):
-            events.emit_nowait(
-                EventType.DATAGRAM_RECEIVED, {"data": data, "session_id": self._session_id}, self
-            )
-            return
-        queue = self._datagrams
-        if queue is None:
-            queue = self._datagrams = deque(maxlen=self._config.max_pending_datagrams)
-        elif len(queue) == queue.maxlen:
-            stats["datagrams_dropped"] += 1
-        queue.append(data)
-        waiter = self._datagram_waiter
-        if waiter is not None:
-            self._datagram_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def _wake_datagrams(self) -> None:
-        waiter = self._datagram_waiter
-        if waiter is not None:
-            self._datagram_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+    def _cache_max_datagram(self) -> int:
+        self._max_datagram = self.max_datagram_size
+        return self._max_datagram
 
     async def receive_datagram(self, timeout: float | None = None) -> bytes:
         """Wait for the next datagram.
@@ -645,10 +589,11 @@ class WebTransportSession:
             SessionClosedError: The session closed and the queue is empty.
             TimeoutError: Nothing arrived in time.
         """
-        queue = self._datagrams
+        queue = self._rec.datagrams
         if queue:
             # Hot path: no timeout context, no waiter when a datagram is queued.
-            return queue.popleft()
+            data: bytes = queue.popleft()
+            return data
         if timeout is None:
             return await self._wait_datagram()
         try:
@@ -658,14 +603,16 @@ class WebTransportSession:
             raise TimeoutError("no datagram in time", operation="receive_datagram") from exc
 
     async def _wait_datagram(self) -> bytes:
+        rec = self._rec
         while True:
-            queue = self._datagrams
+            queue = rec.datagrams
             if queue:
-                return queue.popleft()
-            if self._state is SessionState.CLOSED:
-                raise SessionClosedError(session_id=self._session_id)
-            waiter = self._conn._loop.create_future()
-            self._datagram_waiter = waiter
+                data: bytes = queue.popleft()
+                return data
+            if rec.is_closed:
+                raise SessionClosedError(session_id=rec.session_id)
+            waiter = self._engine.loop.create_future()
+            rec.datagram_waiter = waiter
             await waiter
 
     async def incoming_datagrams(self) -> AsyncIterator[bytes]:
@@ -675,7 +622,7 @@ class WebTransportSession:
             Each payload.
         """
         while True:
-            queue = self._datagrams  # created by the first datagram
+            queue = self._rec.datagrams  # created by the first datagram
             if queue:
                 yield queue.popleft()
                 continue
@@ -692,16 +639,221 @@ class WebTransportSession:
         Returns:
             State, path, open streams, queued datagrams and the counters in `stats`.
         """
+        rec = self._rec
         return {
-            "session_id": self._session_id,
-            "state": self._state.value,
-            "path": self._path,
-            "dialect": self.dialect,
-            "open_streams": len(self._streams),
-            "pending_datagrams": len(self._datagrams or ()),
+            "session_id": rec.session_id,
+            "state": rec.state.value,
+            "path": rec.path,
+            "dialect": rec.dialect.name,
+            "open_streams": len(rec.streams),
+            "pending_datagrams": len(rec.datagrams or ()),
             **self.stats,
         }
 
     def __repr__(self) -> str:
-        state = self._state.value
-        return f"<WebTransportSession id={self._session_id} path={self._path!r} state={state}>"
+        rec = self._rec
+        return (
+            f"<WebTransportSession id={rec.session_id} path={rec.path!r} state={rec.state.value}>"
+        )
+
+
+# --------------------------------------------------------------------------- engine side
+
+
+def _emitter(rec: SessionRecord | StreamRecord, event_type: EventType) -> EventEmitter | None:
+    emitter: EventEmitter | None = rec.emitter
+    return emitter if emitter is not None and emitter.has_listeners(event_type) else None
+
+
+def _wake(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+def _set_ready(rec: SessionRecord) -> None:
+    if not rec.ready.done():
+        rec.ready.set_result(None)
+    if (emitter := _emitter(rec, EventType.SESSION_READY)) is not None:
+        emitter.emit_nowait(EventType.SESSION_READY, {"session_id": rec.session_id}, rec.owner)
+
+
+def deliver_datagram(rec: SessionRecord, data: bytes, queue_limit: int) -> None:
+    """Hand a received datagram to its session (engine hot path: no task, no copy).
+
+    With a `DATAGRAM_RECEIVED` listener the event is emitted; otherwise the
+    datagram is queued for `receive_datagram()`, the oldest dropped when full.
+
+    Args:
+        rec: The session.
+        data: The payload.
+        queue_limit: Datagrams the queue holds (`max_pending_datagrams`).
+    """
+    session: WebTransportSession = rec.owner
+    stats = session.stats
+    stats["datagrams_received"] += 1
+    stats["bytes_datagrams_received"] += len(data)
+    emitter = rec.emitter
+    if emitter is not None and emitter.has_listeners(EventType.DATAGRAM_RECEIVED):
+        emitter.emit_nowait(
+            EventType.DATAGRAM_RECEIVED, {"data": data, "session_id": rec.session_id}, session
+        )
+        return
+    queue = rec.datagrams
+    if queue is None:
+        queue = rec.datagrams = deque(maxlen=queue_limit)
+    elif len(queue) == queue.maxlen:
+        stats["datagrams_dropped"] += 1
+    queue.append(data)
+    waiter = rec.datagram_waiter
+    if waiter is not None:
+        rec.datagram_waiter = None
+        _wake(waiter)
+
+
+def _close_info(rec: SessionRecord) -> SessionCloseInfo:
+    return SessionCloseInfo(
+        rec.close_code, rec.close_reason, rec.closed_by_peer, rec.closed_cleanly
+    )
+
+
+def _session_closed(engine: ConnectionEngine, rec: SessionRecord) -> None:
+    info = _close_info(rec)
+    error = SessionClosedError(
+        f"session {rec.session_id} closed"
+        + (f" by the peer: {info.reason!r}" if info.remote else ""),
+        session_id=rec.session_id,
+        error_code=info.error_code,
+        reason=info.reason,
+        remote=info.remote,
+    )
+    if not rec.ready.done():
+        rec.ready.set_exception(error)
+        rec.ready.exception()  # mark retrieved: nobody may be waiting
+    if not rec.ended.done():
+        rec.ended.set_result(info)
+    for stream_rec in list(rec.streams.values()):
+        engine.wake_stream(stream_rec)
+    _wake(rec.incoming_waiter)
+    rec.incoming_waiter = None
+    _wake(rec.datagram_waiter)
+    rec.datagram_waiter = None
+    engine.wake_session_credit(rec)
+    logger.debug(
+        "session %d closed (%s) with code %#x: %s",
+        rec.session_id,
+        "by the peer" if info.remote else "locally",
+        info.error_code,
+        info.reason or "-",
+    )
+    if (emitter := _emitter(rec, EventType.SESSION_CLOSED)) is not None:
+        emitter.emit_nowait(
+            EventType.SESSION_CLOSED,
+            {
+                "session_id": rec.session_id,
+                "error_code": info.error_code,
+                "reason": info.reason,
+                "remote": info.remote,
+                "clean": info.clean,
+            },
+            rec.owner,
+        )
+
+
+def _stream_opened(engine: ConnectionEngine, stream_rec: StreamRecord) -> None:
+    rec = stream_rec.session
+    session: WebTransportSession = rec.owner
+    stream: WebTransportReceiveStream
+    if stream_rec.unidirectional:
+        stream = WebTransportReceiveStream(session, stream_rec, engine)
+        if rec.incoming_uni is None:
+            rec.incoming_uni = deque()
+        rec.incoming_uni.append(stream)
+    else:
+        stream = WebTransportStream(session, stream_rec, engine)
+        if rec.incoming_bidi is None:
+            rec.incoming_bidi = deque()
+        rec.incoming_bidi.append(stream)
+    session.stats["streams_accepted"] += 1
+    waiter = rec.incoming_waiter
+    if waiter is not None:
+        rec.incoming_waiter = None
+        _wake(waiter)
+    if (emitter := _emitter(rec, EventType.STREAM_OPENED)) is not None:
+        emitter.emit_nowait(
+            EventType.STREAM_OPENED, {"stream": stream, "stream_id": stream_rec.stream_id}, session
+        )
+
+
+_CREDIT_EVENTS = {
+    CAPSULE_WT_MAX_DATA: EventType.SESSION_MAX_DATA_UPDATED,
+    CAPSULE_WT_MAX_STREAMS_BIDI: EventType.SESSION_MAX_STREAMS_BIDI_UPDATED,
+}
+
+
+def session_event(engine: ConnectionEngine, event: pe.ProtocolEvent) -> None:
+    """Apply a protocol event to the public session and stream objects.
+
+    Args:
+        engine: The connection's engine.
+        event: An event from `WebTransportProtocol.next_event()`.
+    """
+    if isinstance(event, pe.StreamOpened):
+        _stream_opened(engine, event.stream)
+    elif isinstance(event, pe.StreamResetReceived | pe.StopSendingReceived):
+        stream_rec = event.stream
+        engine.wake_stream(stream_rec)
+        reset = isinstance(event, pe.StreamResetReceived)
+        error = stream_rec.read_error if reset else stream_rec.write_error
+        code = error.error_code if error is not None else None
+        logger.debug(
+            "stream %d: %s by the peer with code %s",
+            stream_rec.stream_id,
+            "reset" if reset else "stopped",
+            code,
+        )
+        event_type = EventType.STREAM_RESET_RECEIVED if reset else EventType.STOP_SENDING_RECEIVED
+        data = {"stream_id": stream_rec.stream_id, "error_code": code}
+        for rec in (stream_rec, stream_rec.session):
+            if (emitter := _emitter(rec, event_type)) is not None:
+                emitter.emit_nowait(event_type, data, stream_rec.owner)
+    elif isinstance(event, pe.StreamClosed):
+        stream_rec = event.stream
+        if stream_rec.reader is not None or stream_rec.writers:
+            engine.wake_stream(stream_rec)
+        data = {"stream_id": stream_rec.stream_id, "session_id": stream_rec.session.session_id}
+        for rec in (stream_rec, stream_rec.session):
+            if (emitter := _emitter(rec, EventType.STREAM_CLOSED)) is not None:
+                emitter.emit_nowait(EventType.STREAM_CLOSED, data, stream_rec.owner)
+    elif isinstance(event, pe.SessionEstablished):
+        logger.debug(
+            "session %d established (%s)", event.session.session_id, event.session.dialect.name
+        )
+        _set_ready(event.session)
+    elif isinstance(event, pe.SessionClosed):
+        _session_closed(engine, event.session)
+    elif isinstance(event, pe.SessionDraining):
+        rec = event.session
+        if (emitter := _emitter(rec, EventType.SESSION_DRAINING)) is not None:
+            emitter.emit_nowait(
+                EventType.SESSION_DRAINING, {"session_id": rec.session_id}, rec.owner
+            )
+    elif isinstance(event, pe.SessionCreditUpdated):
+        rec = event.session
+        engine.wake_session_credit(rec)
+        event_type = _CREDIT_EVENTS.get(
+            event.capsule_type, EventType.SESSION_MAX_STREAMS_UNI_UPDATED
+        )
+        if (emitter := _emitter(rec, event_type)) is not None:
+            emitter.emit_nowait(
+                event_type, {"session_id": rec.session_id, "limit": event.value}, rec.owner
+            )
+    elif isinstance(event, pe.SessionPeerBlocked):
+        rec = event.session
+        blocked_data = event.capsule_type == CAPSULE_WT_DATA_BLOCKED
+        event_type = (
+            EventType.SESSION_DATA_BLOCKED if blocked_data else EventType.SESSION_STREAMS_BLOCKED
+        )
+        if (emitter := _emitter(rec, event_type)) is not None:
+            emitter.emit_nowait(
+                event_type, {"session_id": rec.session_id, "limit": event.value}, rec.owner
+            )

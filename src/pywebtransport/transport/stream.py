@@ -7,21 +7,25 @@ Backpressure works both ways through QUIC flow control:
   by the peer, so a fast writer cannot make memory grow without bound.
 * Received data is granted new QUIC credit only as the application reads it:
   a slow reader makes the peer's writer wait, not this process's memory grow.
+
+A stream's state lives in its protocol record; these objects read it and wait
+on the engine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from ..shared.events import EventEmitter
 from ..shared.exceptions import StreamError, TimeoutError
 from ..shared.types import Buffer, StreamDirection, StreamState
+from ._core.records import StreamRecord
 
 if TYPE_CHECKING:
+    from ._engine import ConnectionEngine
     from .session import WebTransportSession
 
 __all__ = ["WebTransportReceiveStream", "WebTransportSendStream", "WebTransportStream"]
@@ -32,21 +36,18 @@ _DEFAULT_READ_ALL_LIMIT = 64 * 1024 * 1024
 class _StreamBase:
     """What every stream has: identity, state and an event emitter."""
 
-    def __init__(self, session: WebTransportSession, stream_id: int, *, is_remote: bool) -> None:
+    def __init__(
+        self, session: WebTransportSession, record: StreamRecord, engine: ConnectionEngine
+    ) -> None:
         self._session = session
-        self._conn = session._conn
-        self._stream_id = stream_id
-        self._is_remote = is_remote
-        self._events: EventEmitter | None = None
-        self._recv_done = True
-        self._send_done = True
-        self._reset_sent = False
-        self._reset_received = False
+        self._rec = record
+        self._engine = engine
+        record.owner = self
 
     @property
     def stream_id(self) -> int:
         """The QUIC stream id."""
-        return self._stream_id
+        return self._rec.stream_id
 
     @property
     def session(self) -> WebTransportSession:
@@ -56,7 +57,7 @@ class _StreamBase:
     @property
     def is_remote(self) -> bool:
         """True when the peer opened this stream."""
-        return self._is_remote
+        return not self._rec.local
 
     @property
     def direction(self) -> StreamDirection:
@@ -65,41 +66,59 @@ class _StreamBase:
 
     @property
     def events(self) -> EventEmitter:
-        """This stream's event emitter (created on first use)."""
-        if self._events is None:
-            self._events = EventEmitter()
-        return self._events
+        """Stream events: `STREAM_RESET_RECEIVED`, `STOP_SENDING_RECEIVED`, `STREAM_CLOSED`.
+
+        Created on first use; see `EventType` for each event's data keys.
+        """
+        rec = self._rec
+        if rec.emitter is None:
+            rec.emitter = self._engine.new_emitter()
+        emitter: EventEmitter = rec.emitter
+        return emitter
 
     @property
     def state(self) -> StreamState:
         """The stream's state, seen from this endpoint."""
-        if self._reset_received:
+        rec = self._rec
+        if rec.reset_received:
             return StreamState.RESET_RECEIVED
-        if self._reset_sent:
+        if rec.reset_sent:
             return StreamState.RESET_SENT
-        if self._recv_done and self._send_done:
+        receive_done = rec.read_done and not rec.buffered
+        if receive_done and rec.write_done:
             return StreamState.CLOSED
-        if self._send_done:
+        if rec.write_done:
             return StreamState.HALF_CLOSED_LOCAL
-        if self._recv_done:
+        if receive_done:
             return StreamState.HALF_CLOSED_REMOTE
         return StreamState.OPEN
 
     @property
     def is_closed(self) -> bool:
         """True when neither direction can carry more data."""
-        return self._recv_done and self._send_done
+        rec = self._rec
+        return rec.read_done and not rec.buffered and rec.write_done
 
-    def _maybe_finished(self) -> None:
-        if self._recv_done and self._send_done:
-            self._conn._stream_finished(self)
+    async def diagnostics(self) -> dict[str, object]:
+        """Return a snapshot of the stream.
 
-    def _abort(self, error: StreamError) -> None:
-        """Fail every pending and future operation (session or connection ended)."""
-        raise NotImplementedError
+        Returns:
+            Id, state, direction, buffered and consumed byte counts.
+        """
+        rec = self._rec
+        return {
+            "stream_id": rec.stream_id,
+            "session_id": rec.session.session_id,
+            "state": self.state.value,
+            "direction": self.direction.value,
+            "is_remote": not rec.local,
+            "buffered": rec.buffered,
+            "consumed": rec.consumed,
+            "send_buffered": self._engine.send_buffered(rec),
+        }
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} id={self._stream_id} state={self.state.value}>"
+        return f"<{type(self).__name__} id={self._rec.stream_id} state={self.state.value}>"
 
 
 class WebTransportReceiveStream(_StreamBase):
@@ -110,15 +129,11 @@ class WebTransportReceiveStream(_StreamBase):
     `StreamError` whose `error_code` is the peer's application code.
     """
 
-    def __init__(self, session: WebTransportSession, stream_id: int, *, is_remote: bool) -> None:
-        super().__init__(session, stream_id, is_remote=is_remote)
-        self._recv_done = False
-        self._chunks: deque[bytes] = deque()
-        self._buffered = 0
-        self._eof = False
-        self._read_error: StreamError | None = None
-        self._read_waiter: asyncio.Future[None] | None = None
-        self._read_timeout = session._config.read_timeout
+    def __init__(
+        self, session: WebTransportSession, record: StreamRecord, engine: ConnectionEngine
+    ) -> None:
+        super().__init__(session, record, engine)
+        self._read_timeout = engine.config.read_timeout
         self._read_timer: asyncio.TimerHandle | None = None
         self._read_wait_started = 0.0
 
@@ -130,56 +145,21 @@ class WebTransportReceiveStream(_StreamBase):
     @property
     def can_read(self) -> bool:
         """True while reading may still return data."""
-        return not self._recv_done or self._buffered > 0
-
-    def _maybe_finished(self) -> None:
-        if self._recv_done and self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
-        super()._maybe_finished()
-
-    # -- fed by the connection (hot path: no task, no event, no copy)
-
-    def _feed(self, data: bytes, end_stream: bool) -> None:
-        if data:
-            self._chunks.append(data)
-            self._buffered += len(data)
-        if end_stream:
-            self._eof = True
-        waiter = self._read_waiter
-        if waiter is not None:
-            self._read_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def _fail_read(self, error: StreamError) -> None:
-        if self._read_error is None and not self._eof:
-            self._read_error = error
-        self._recv_done = True
-        waiter = self._read_waiter
-        if waiter is not None:
-            self._read_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-        self._maybe_finished()
-
-    def _abort(self, error: StreamError) -> None:
-        self._fail_read(error)
-
-    # -- reading
+        return not self._rec.read_done or self._rec.buffered > 0
 
     async def _wait_readable(self) -> None:
-        if self._read_waiter is not None:
+        rec = self._rec
+        if rec.reader is not None:
             raise StreamError(
-                "another coroutine is already reading this stream", stream_id=self._stream_id
+                "another coroutine is already reading this stream", stream_id=rec.stream_id
             )
-        loop = self._conn._loop
-        waiter = loop.create_future()
-        self._read_waiter = waiter
+        loop = self._engine.loop
+        waiter: asyncio.Future[None] = loop.create_future()
+        rec.reader = waiter
         if self._read_timeout is not None:
             # One lazily re-armed timer per stream instead of a timeout context
-            # per wait: a reader woken for every datagram would otherwise create
-            # and cancel a timer handle per datagram.
+            # per wait: a reader woken for every chunk would otherwise create
+            # and cancel a timer handle per chunk.
             self._read_wait_started = loop.time()
             if self._read_timer is None:
                 self._read_timer = loop.call_at(
@@ -188,71 +168,37 @@ class WebTransportReceiveStream(_StreamBase):
         try:
             await waiter
         finally:
-            if self._read_waiter is waiter:
-                self._read_waiter = None
+            if rec.reader is waiter:
+                rec.reader = None
 
     def _on_read_timer(self) -> None:
         self._read_timer = None
-        waiter = self._read_waiter
+        rec = self._rec
+        waiter = rec.reader
         timeout = self._read_timeout
         if waiter is None or waiter.done() or timeout is None:
             return
         due = self._read_wait_started + timeout
-        loop = self._conn._loop
+        loop = self._engine.loop
         if loop.time() < due:
             self._read_timer = loop.call_at(due, self._on_read_timer)
             return
-        self._read_waiter = None
+        rec.reader = None
         waiter.set_exception(
             TimeoutError(
-                f"no data on stream {self._stream_id} within read_timeout={timeout}s",
+                f"no data on stream {rec.stream_id} within read_timeout={timeout}s",
                 operation="read",
             )
         )
 
-    def _check_readable(self) -> bool:
-        """Return True when data or EOF is available; raise on reset."""
-        if self._buffered:
-            return True
-        if self._read_error is not None:
-            raise self._read_error
-        if self._eof:
-            self._recv_done = True
-            self._maybe_finished()
-            return True
-        return False
-
-    def _take(self, max_bytes: int) -> bytes:
-        chunks = self._chunks
-        if max_bytes < 0 or max_bytes >= self._buffered:
-            if len(chunks) == 1:
-                data = chunks.popleft()
-            else:
-                data = b"".join(chunks)
-                chunks.clear()
-        else:
-            first = chunks[0]
-            if len(first) > max_bytes:
-                data = first[:max_bytes]
-                chunks[0] = first[max_bytes:]
-            else:
-                parts = []
-                need = max_bytes
-                while need:
-                    chunk = chunks[0]
-                    if len(chunk) <= need:
-                        parts.append(chunks.popleft())
-                        need -= len(chunk)
-                    else:
-                        parts.append(chunk[:need])
-                        chunks[0] = chunk[need:]
-                        need = 0
-                data = b"".join(parts)
-        self._buffered -= len(data)
-        self._conn._consumed(self._stream_id, len(data), self._session._session_id)
-        if not self._buffered and self._eof:
-            self._recv_done = True
-            self._maybe_finished()
+    def _take(self, max_bytes: int) -> bytes | None:
+        engine = self._engine
+        data = engine.core.read(self._rec, max_bytes)
+        if data is not None:
+            engine.after_command()
+            if self._rec.read_done and self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
         return data
 
     async def read(self, max_bytes: int = -1) -> bytes:
@@ -273,11 +219,9 @@ class WebTransportReceiveStream(_StreamBase):
         """
         if max_bytes == 0:
             return b""
-        while not self._check_readable():
+        while (data := self._take(max_bytes)) is None:
             await self._wait_readable()
-        if not self._buffered:
-            return b""
-        return self._take(max_bytes)
+        return data
 
     async def read_all(self, max_size: int = _DEFAULT_READ_ALL_LIMIT) -> bytes:
         """Read until the peer ends the stream.
@@ -303,8 +247,8 @@ class WebTransportReceiveStream(_StreamBase):
             if total > max_size:
                 await self.stop_receiving()
                 raise StreamError(
-                    f"stream {self._stream_id} sent more than read_all(max_size={max_size}) bytes",
-                    stream_id=self._stream_id,
+                    f"stream {self.stream_id} sent more than read_all(max_size={max_size}) bytes",
+                    stream_id=self.stream_id,
                 )
             parts.append(chunk)
 
@@ -323,14 +267,15 @@ class WebTransportReceiveStream(_StreamBase):
         """
         if n < 0:
             raise ValueError("readexactly() needs n >= 0")
-        while self._buffered < n:
-            if self._read_error is not None:
-                raise self._read_error
-            if self._eof:
-                partial = self._take(-1) if self._buffered else b""
-                raise asyncio.IncompleteReadError(partial, n)
+        rec = self._rec
+        while rec.buffered < n:
+            if rec.read_error is not None and not rec.buffered:
+                raise rec.read_error
+            if rec.fin_received or rec.read_error is not None:
+                partial = self._take(-1) if rec.buffered else b""
+                raise asyncio.IncompleteReadError(partial or b"", n)
             await self._wait_readable()
-        return self._take(n) if n else b""
+        return (self._take(n) or b"") if n else b""
 
     async def readuntil(self, separator: bytes = b"\n", limit: int = -1) -> bytes:
         """Read up to and including `separator`.
@@ -348,32 +293,30 @@ class WebTransportReceiveStream(_StreamBase):
         """
         if not separator:
             raise ValueError("separator must not be empty")
+        rec = self._rec
         bound = limit if limit > 0 else 65536
         searched = 0
         while True:
-            if self._buffered:
-                joined = b"".join(self._chunks)
-                if len(self._chunks) > 1:
-                    self._chunks.clear()
-                    self._chunks.append(joined)
+            if rec.buffered:
+                joined = rec.contiguous()
                 index = joined.find(separator, max(0, searched - len(separator) + 1))
                 if index >= 0:
                     end = index + len(separator)
                     if end > bound:
                         break
-                    return self._take(end)
+                    return self._take(end) or b""
                 searched = len(joined)
                 if searched > bound:
                     break
-            if self._read_error is not None:
-                raise self._read_error
-            if self._eof:
-                partial = self._take(-1) if self._buffered else b""
-                raise asyncio.IncompleteReadError(partial, None)
+            if rec.read_error is not None:
+                raise rec.read_error
+            if rec.fin_received:
+                partial = self._take(-1) if rec.buffered else b""
+                raise asyncio.IncompleteReadError(partial or b"", None)
             await self._wait_readable()
         raise StreamError(
-            f"separator not found within {bound} bytes on stream {self._stream_id}",
-            stream_id=self._stream_id,
+            f"separator not found within {bound} bytes on stream {rec.stream_id}",
+            stream_id=rec.stream_id,
         )
 
     async def readline(self, limit: int = -1) -> bytes:
@@ -396,17 +339,13 @@ class WebTransportReceiveStream(_StreamBase):
         Args:
             error_code: Application error code sent to the peer.
         """
-        if self._recv_done:
+        rec = self._rec
+        if rec.read_done:
             return
-        self._conn._protocol.stop_stream(self._stream_id, error_code)
-        self._conn._transmit_soon()
-        self._chunks.clear()
-        self._buffered = 0
-        self._fail_read(
-            StreamError(
-                f"stream {self._stream_id} stopped locally", stream_id=self._stream_id, remote=False
-            )
-        )
+        engine = self._engine
+        engine.core.stop_receiving(rec, error_code)
+        engine.after_command()
+        engine.wake_stream(rec)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._iter_chunks()
@@ -434,22 +373,19 @@ class WebTransportSendStream(_StreamBase):
 
     `write()` applies backpressure: it returns once the data is handed to
     QUIC and no more than `max_stream_write_buffer_size` bytes wait for the
-    peer's acknowledgement.
+    peer's acknowledgement. Several tasks may write or flush the same stream
+    at once; each waits for its own condition.
     """
 
-    def __init__(self, session: WebTransportSession, stream_id: int, *, is_remote: bool) -> None:
-        super().__init__(session, stream_id, is_remote=is_remote)
-        self._init_sending(session)
+    def __init__(
+        self, session: WebTransportSession, record: StreamRecord, engine: ConnectionEngine
+    ) -> None:
+        super().__init__(session, record, engine)
+        self._init_sending(engine)
 
-    def _init_sending(self, session: WebTransportSession) -> None:
-        self._send_done = False
-        self._fin_sent = False
-        self._write_error: StreamError | None = None
-        self._write_waiter: asyncio.Future[None] | None = None
-        self._write_timeout = session._config.write_timeout
-        self._high_water = session._config.max_stream_write_buffer_size
-        self._low_mark = self._high_water // 2
-        self._session_flow = session._has_flow_control
+    def _init_sending(self, engine: ConnectionEngine) -> None:
+        self._write_timeout = engine.config.write_timeout
+        self._high_water = engine.config.max_stream_write_buffer_size
 
     @property
     def direction(self) -> StreamDirection:
@@ -459,34 +395,18 @@ class WebTransportSendStream(_StreamBase):
     @property
     def can_write(self) -> bool:
         """True while `write()` may be called."""
-        return not self._fin_sent and self._write_error is None and not self._reset_sent
+        return not self._rec.write_done
 
     def _check_writable(self) -> None:
-        if self._write_error is not None:
-            raise self._write_error
-        if self._fin_sent or self._reset_sent:
+        rec = self._rec
+        if rec.write_error is not None:
+            raise rec.write_error
+        if rec.write_done:
             raise StreamError(
-                f"stream {self._stream_id} is closed for writing (write after close)",
-                stream_id=self._stream_id,
+                f"stream {rec.stream_id} is closed for writing (write after close)",
+                stream_id=rec.stream_id,
                 remote=False,
             )
-
-    def _fail_write(self, error: StreamError) -> None:
-        if self._write_error is None:
-            self._write_error = error
-        self._send_done = True
-        self._wake_writer()
-        self._maybe_finished()
-
-    def _abort(self, error: StreamError) -> None:
-        self._fail_write(error)
-
-    def _wake_writer(self) -> None:
-        waiter = self._write_waiter
-        if waiter is not None:
-            self._write_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
 
     async def write(self, data: Buffer | str, end_stream: bool = False) -> None:
         """Send data, waiting while the peer's flow control or the local buffer is full.
@@ -503,83 +423,75 @@ class WebTransportSendStream(_StreamBase):
         if isinstance(data, str):
             data = data.encode("utf-8")
         self._check_writable()
+        rec = self._rec
+        engine = self._engine
+        core = engine.core
         view = memoryview(data)
         size = len(view)
         high = self._high_water
+        limited = rec.session.flow is not None
         offset = 0
-        conn = self._conn
-        limited = self._session_flow
         while True:
             # Hand QUIC at most one buffer's worth at a time so memory stays bounded.
             step = min(size - offset, high)
             if limited and step:
                 step = await self._session_credit(step)
             last = offset + step >= size
-            conn._send(self._stream_id, view[offset : offset + step], end_stream and last)
-            if limited:
-                conn._protocol.data_sent(self._session._session_id, step)
+            core.send(rec, view[offset : offset + step], end_stream and last)
+            engine.after_command()
             offset += step
             if last:
                 break
             await self._drain()
             self._check_writable()
-        if end_stream:
-            self._fin_sent = True
-            self._send_done = True
-            self._maybe_finished()
-        elif conn._send_buffered(self._stream_id) > high:
+        if not end_stream and engine.send_buffered(rec) > high:
             await self._drain()
 
     async def _session_credit(self, wanted: int) -> int:
-        """Wait until the session's flow control (draft-15) allows sending; return how much."""
-        conn = self._conn
-        session_id = self._session._session_id
+        """Wait until session flow control (draft-15) allows sending; return how much."""
+        rec = self._rec
+        engine = self._engine
         while True:
-            credit = conn._protocol.send_credit(session_id)
-            if credit is None:
-                return wanted
-            if credit > 0:
-                return min(wanted, credit)
-            conn._transmit_soon()  # WT_DATA_BLOCKED was queued
-            waiter = conn._loop.create_future()
-            conn._credit_waiters.append(waiter)
+            allowed = engine.core.send_allowance(rec, wanted)
+            engine.after_command()  # a WT_DATA_BLOCKED capsule may be queued
+            if allowed > 0:
+                return allowed
+            waiter = engine.wait_session_credit(rec.session)
             try:
                 async with asyncio.timeout(self._write_timeout):
                     await waiter
             except builtins.TimeoutError as exc:
                 raise TimeoutError(
-                    f"stream {self._stream_id}: the peer granted no session credit within "
+                    f"stream {rec.stream_id}: the peer granted no session credit within "
                     f"write_timeout={self._write_timeout}s",
                     operation="write",
                 ) from exc
             self._check_writable()
 
-    async def _drain(self) -> None:
-        conn = self._conn
-        low = self._high_water // 2
-        while conn._send_buffered(self._stream_id) > low:
-            if self._write_error is not None:
-                raise self._write_error
-            waiter = conn._loop.create_future()
-            self._write_waiter = waiter
-            conn._wait_writable(self)
+    async def _wait_acknowledged(self, threshold: int, timeout: float | None) -> None:
+        rec = self._rec
+        engine = self._engine
+        while engine.send_buffered(rec) > threshold:
+            if rec.write_error is not None:
+                raise rec.write_error
+            waiter = engine.wait_writable(rec)
+            if timeout is None:
+                await waiter
+                continue
             try:
-                if self._write_timeout is None:
+                async with asyncio.timeout(timeout):
                     await waiter
-                else:
-                    async with asyncio.timeout(self._write_timeout):
-                        await waiter
             except builtins.TimeoutError as exc:
                 raise TimeoutError(
-                    f"stream {self._stream_id}: peer accepted no data within "
-                    f"write_timeout={self._write_timeout}s",
+                    f"stream {rec.stream_id}: peer accepted no data within "
+                    f"write_timeout={timeout}s",
                     operation="write",
                 ) from exc
-            finally:
-                if self._write_waiter is waiter:
-                    self._write_waiter = None
-        if self._write_error is not None:
-            raise self._write_error
+        if rec.write_error is not None:
+            raise rec.write_error
+
+    async def _drain(self) -> None:
+        await self._wait_acknowledged(self._high_water // 2, self._write_timeout)
 
     async def write_all(
         self, data: Buffer | str, chunk_size: int = 65536, end_stream: bool = True
@@ -602,13 +514,13 @@ class WebTransportSendStream(_StreamBase):
             await self.write(b"", end_stream=True)
 
     async def flush(self) -> None:
-        """Wait until the peer acknowledged everything written so far."""
-        conn = self._conn
-        while conn._send_buffered(self._stream_id) > 0 and self._write_error is None:
-            waiter = conn._loop.create_future()
-            self._write_waiter = waiter
-            conn._wait_writable(self, low=0)
-            await waiter
+        """Wait until the peer acknowledged everything written so far.
+
+        Raises:
+            StreamError: The sending half failed (reset, STOP_SENDING, session
+                or connection end) before everything was acknowledged.
+        """
+        await self._wait_acknowledged(0, None)
 
     async def reset(self, error_code: int = 0) -> None:
         """Abort sending (RESET_STREAM) with an application error code.
@@ -616,19 +528,13 @@ class WebTransportSendStream(_StreamBase):
         Args:
             error_code: Code the peer receives (0..2**32-1).
         """
-        if self._send_done:
+        rec = self._rec
+        if rec.write_done:
             return
-        self._conn._protocol.reset_stream(self._stream_id, error_code)
-        self._conn._transmit_soon()
-        self._reset_sent = True
-        self._fail_write(
-            StreamError(
-                f"stream {self._stream_id} was reset locally with code {error_code}",
-                stream_id=self._stream_id,
-                error_code=error_code,
-                remote=False,
-            )
-        )
+        engine = self._engine
+        engine.core.reset(rec, error_code)
+        engine.after_command()
+        engine.wake_stream(rec)
 
     async def close(self, error_code: int | None = None) -> None:
         """Finish sending: FIN when `error_code` is None, else reset with it.
@@ -638,7 +544,7 @@ class WebTransportSendStream(_StreamBase):
         """
         if error_code is not None:
             await self.reset(error_code)
-        elif not self._send_done:
+        elif not self._rec.write_done:
             await self.write(b"", end_stream=True)
 
     async def __aenter__(self) -> WebTransportSendStream:
@@ -651,18 +557,16 @@ class WebTransportSendStream(_StreamBase):
 class WebTransportStream(WebTransportReceiveStream, WebTransportSendStream):
     """A bidirectional WebTransport stream: both `read*` and `write*` methods."""
 
-    def __init__(self, session: WebTransportSession, stream_id: int, *, is_remote: bool) -> None:
-        WebTransportReceiveStream.__init__(self, session, stream_id, is_remote=is_remote)
-        self._init_sending(session)
+    def __init__(
+        self, session: WebTransportSession, record: StreamRecord, engine: ConnectionEngine
+    ) -> None:
+        WebTransportReceiveStream.__init__(self, session, record, engine)
+        self._init_sending(engine)
 
     @property
     def direction(self) -> StreamDirection:
         """Which way data flows, seen from this endpoint."""
         return StreamDirection.BIDIRECTIONAL
-
-    def _abort(self, error: StreamError) -> None:
-        self._fail_read(error)
-        self._fail_write(error)
 
     async def close(self, error_code: int | None = None) -> None:
         """Finish sending: FIN, or with `error_code` reset and also stop receiving.
@@ -671,7 +575,7 @@ class WebTransportStream(WebTransportReceiveStream, WebTransportSendStream):
             error_code: None for a clean end, or a reset code.
         """
         await WebTransportSendStream.close(self, error_code)
-        if not self._recv_done and error_code is not None:
+        if error_code is not None:
             await self.stop_receiving(error_code)
 
     async def __aenter__(self) -> WebTransportStream:

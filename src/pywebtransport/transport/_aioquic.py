@@ -1,0 +1,973 @@
+"""The fence around aioquic's (and asyncio's) internals: every private access lives here.
+
+The rest of the library uses aioquic's public API only. What stock aioquic
+cannot do for us (backpressure on received data, pacing that suits event-loop
+clocks, a smaller memory footprint, WebTransport SETTINGS, stream-local errors
+for malformed requests) is done here, feature by feature. Each feature lists
+the internals it relies on; at import a prototype connection is built and every
+feature whose internals are not what this module expects (a newer aioquic) is
+switched off with one `RuntimeWarning`, and the library keeps working on stock
+aioquic behaviour. `PYWEBTRANSPORT_AIOQUIC_PATCHES=off` switches every
+optimisation off (a comma-separated list of feature names switches off just
+those, security ones included), which is how CI proves the stock path still
+passes the suite.
+
+Every feature was checked against aioquic 1.7.0 to 1.7.2, the range declared in
+pyproject.toml: before 1.7, aioquic doubles stream limits as peers use them
+(no cap on the streams a peer opens) and 1.2 fails an assertion when a peer
+stops a stream it already reset.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import socket
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, ClassVar, Final, cast
+
+import pylsqpack
+from aioquic.buffer import Buffer  # type: ignore[attr-defined]  # re-exported without __all__
+from aioquic.h3 import events as h3e
+from aioquic.h3.connection import H3Connection, MessageError
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection, QuicConnectionId
+from aioquic.quic.packet import QuicFrameType
+from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.recovery import QuicPacketPacer
+from aioquic.quic.stream import QuicStream
+from cryptography import x509
+
+__all__ = [
+    "AIOQUIC_VERSION",
+    "FEATURES",
+    "ConnectionTuning",
+    "after_handshake",
+    "can_open_stream",
+    "datagram_frame_limit",
+    "enabled",
+    "forget_stream_window",
+    "has_unacked_stream_data",
+    "malformed_requests",
+    "manage_stream_window",
+    "new_h3",
+    "new_quic_connection",
+    "peer_address",
+    "peer_certificate",
+    "release_early_streams",
+    "selector_socket",
+    "send_buffered",
+    "set_stream_window",
+    "stats",
+]
+
+logger = logging.getLogger("pywebtransport.aioquic")
+
+
+def _aioquic_version() -> str:
+    try:
+        return version("aioquic")
+    except PackageNotFoundError:  # pragma: no cover - aioquic vendored without metadata
+        return "unknown"
+
+
+AIOQUIC_VERSION: Final = _aioquic_version()
+
+_ENV = "PYWEBTRANSPORT_AIOQUIC_PATCHES"
+
+
+@dataclass(slots=True)
+class Feature:
+    """One use of aioquic internals.
+
+    Attributes:
+        name: Short name (also used in `PYWEBTRANSPORT_AIOQUIC_PATCHES`).
+        purpose: What it gives the library.
+        fallback: What happens when it is off.
+        enabled: Whether it is in use in this process.
+        reason: Why it is off, when it is.
+        security: A capability rather than an optimisation: `off` in the
+            environment variable leaves it on (naming it switches it off).
+    """
+
+    name: str
+    purpose: str
+    fallback: str
+    enabled: bool = True
+    reason: str = ""
+    security: bool = False
+
+
+FEATURES: Final[dict[str, Feature]] = {
+    feature.name: feature
+    for feature in (
+        Feature(
+            "stream_window",
+            "a stream's receive window follows what its reader consumed (receive backpressure)",
+            "aioquic doubles windows as data arrives: a slow reader buffers without bound",
+        ),
+        Feature(
+            "send_buffer",
+            "write() waits while too much data is unacknowledged (send backpressure), and a "
+            "close lets queued stream data be acknowledged before CONNECTION_CLOSE",
+            "writes never wait for acknowledgements; close does not wait for queued data",
+        ),
+        Feature(
+            "stream_credit",
+            "create_*_stream() waits for the peer's QUIC stream credit",
+            "streams open at once and aioquic holds their data until credit arrives",
+        ),
+        Feature(
+            "stream_limits",
+            "quic_max_concurrent_bidi/uni_streams set what peers may open (aioquic: 128)",
+            "peers may open aioquic's hard-coded 128 streams of each kind",
+        ),
+        Feature(
+            "pacer",
+            "a pacer burst sized for event-loop clocks (bulk transfers no longer stall at one "
+            "packet per millisecond on uvloop)",
+            "aioquic's pacer",
+        ),
+        Feature(
+            "stream_frame_skip",
+            "full packets are not offered to every busy stream (many concurrent streams)",
+            "aioquic offers every packet to every stream with data queued",
+        ),
+        Feature(
+            "frame_table",
+            "one frame-handler table shared by all connections (about 7 KiB per connection)",
+            "aioquic's per-connection table",
+        ),
+        Feature(
+            "connection_ids",
+            "2 active connection ids each way instead of 8 (memory; RFC 9000 minimum)",
+            "aioquic issues 8",
+        ),
+        Feature(
+            "tls_release",
+            "TLS buffers, key-exchange keys and the server key schedule are freed after the "
+            "handshake (about 50 KiB per connection)",
+            "kept for the connection's lifetime",
+        ),
+        Feature(
+            "qpack_static",
+            "the QPACK encoder uses the static table only (about 4.5 KiB per connection)",
+            "aioquic's encoder with a dynamic table",
+        ),
+        Feature(
+            "h3_settings",
+            "SETTINGS of every WebTransport dialect (draft-02, -07, -15) and "
+            "max_field_section_size are announced",
+            "aioquic's own SETTINGS: draft-02 peers only (browsers), no field-size limit",
+        ),
+        Feature(
+            "early_settings",
+            "a server sends its SETTINGS in its first flight (clients CONNECT one RTT earlier)",
+            "SETTINGS follow the handshake",
+        ),
+        Feature(
+            "malformed_request",
+            "a malformed request resets its stream only (RFC 9114 section 4.1.2)",
+            "aioquic closes the whole connection, every session on it included",
+        ),
+        Feature(
+            "stats",
+            "RTT, loss and congestion figures in connection statistics",
+            "those figures are None",
+        ),
+        Feature(
+            "datagram_limit",
+            "max_datagram_size follows the peer's max_datagram_frame_size and the packet size",
+            "a conservative limit computed from the configured packet size",
+        ),
+        Feature(
+            "peer_certificate",
+            "server_certificate_hashes (certificate pinning) can be checked",
+            "connecting with server_certificate_hashes raises CertificateError (fails closed)",
+            security=True,
+        ),
+        Feature(
+            "batch_reads",
+            "under asyncio's selector loop, datagrams already queued on a socket are read in "
+            "one go (one ACK and one transmit per batch, as uvloop does)",
+            "one datagram per loop iteration",
+        ),
+    )
+}
+"""Every optimisation and fix that relies on aioquic internals, by name."""
+
+
+def enabled(name: str) -> bool:
+    """Return whether a feature is in use.
+
+    Args:
+        name: A key of `FEATURES`.
+
+    Returns:
+        True when it is on.
+    """
+    return FEATURES[name].enabled
+
+
+# --------------------------------------------------------------------------- verification
+
+
+class _Mismatch(Exception):
+    """An internal is not what this module expects."""
+
+
+def _require(condition: object, what: str) -> None:
+    if not condition:
+        raise _Mismatch(what)
+
+
+def _has(obj: object, *names: str) -> None:
+    for name in names:
+        _require(hasattr(obj, name), f"{type(obj).__name__}.{name} is missing")
+
+
+def _params(function: Any, *names: str) -> None:
+    try:
+        found = tuple(inspect.signature(function).parameters)
+    except (TypeError, ValueError) as exc:
+        raise _Mismatch(f"cannot read the signature of {function!r}") from exc
+    _require(
+        found[: len(names)] == names or found[1 : len(names) + 1] == names,
+        f"{getattr(function, '__qualname__', function)} takes {found}, expected {names}",
+    )
+
+
+def _prototype() -> tuple[QuicConnection, QuicStream, H3Connection]:
+    quic = QuicConnection(configuration=QuicConfiguration(is_client=True, alpn_protocols=["h3"]))
+    stream = QuicStream(stream_id=0, max_stream_data_local=1024, max_stream_data_remote=1024)
+    h3 = H3Connection(quic, enable_webtransport=True)
+    return quic, stream, h3
+
+
+def _check(name: str, quic: QuicConnection, stream: QuicStream, h3: H3Connection) -> None:
+    # One branch per feature: the internals it reads or replaces.
+    cls = QuicConnection
+    if name == "stream_window":
+        _params(cls._write_stream_limits, "builder", "space", "stream")
+        _has(cls, "_on_max_stream_data_delivery")
+        _has(stream, "max_stream_data_local", "max_stream_data_local_sent", "receiver")
+        _has(stream.receiver, "highest_offset")
+        _has(quic, "_streams")
+        _params(QuicPacketBuilder.start_frame, "frame_type", "capacity", "handler", "handler_args")
+    elif name == "send_buffer":
+        _has(quic, "_streams")
+        _require(isinstance(quic._streams, dict), "QuicConnection._streams is not a dict")
+        _has(stream.sender, "_buffer", "is_finished")
+        _require(isinstance(stream.sender._buffer, bytearray), "sender._buffer is not a bytearray")
+    elif name == "stream_credit":
+        _has(
+            quic,
+            "_local_next_stream_id_bidi",
+            "_local_next_stream_id_uni",
+            "_remote_max_streams_bidi",
+            "_remote_max_streams_uni",
+        )
+    elif name == "stream_limits":
+        for limit in (quic._local_max_streams_bidi, quic._local_max_streams_uni):
+            _has(limit, "value", "sent")
+        # aioquic before 1.7 doubled stream limits as they filled: a peer could open
+        # streams without bound whatever the limit. 1.7 re-credits finished streams.
+        try:
+            source = inspect.getsource(cls._write_connection_limits)
+        except (OSError, TypeError) as exc:
+            raise _Mismatch("cannot read _write_connection_limits") from exc
+        _require("limit.used * 2" not in source, "aioquic doubles stream limits (before 1.7)")
+    elif name == "pacer":
+        pacer = quic._loss._pacer
+        _require(type(pacer) is QuicPacketPacer, "the pacer is not a QuicPacketPacer")
+        _has(pacer, "_max_datagram_size", "bucket_max", "bucket_time", "packet_time")
+        _params(QuicPacketPacer.update_rate, "congestion_window", "smoothed_rtt")
+    elif name == "stream_frame_skip":
+        _params(cls._write_stream_frame, "builder", "space", "stream", "max_offset")
+        _has(QuicPacketBuilder, "remaining_flight_space")
+    elif name == "frame_table":
+        handlers = quic.__dict__.get("_QuicConnection__frame_handlers")
+        _require(isinstance(handlers, dict) and handlers, "no per-connection frame-handler dict")
+        assert isinstance(handlers, dict)
+        for handler, epochs in handlers.values():
+            _require(inspect.ismethod(handler), "a frame handler is not a bound method")
+            _require(isinstance(epochs, frozenset), "frame handler epochs are not a frozenset")
+    elif name == "connection_ids":
+        _params(cls._replenish_connection_ids)
+        _has(
+            quic,
+            "_host_cids",
+            "_host_cid_seq",
+            "_remote_active_connection_id_limit",
+            "_local_active_connection_id_limit",
+            "_configuration",
+        )
+        _params(QuicConnectionId, "cid", "sequence_number", "stateless_reset_token")
+    elif name == "tls_release":
+        _has(quic, "_crypto_buffers", "_is_client", "_session_ticket_handler")
+        _require(isinstance(quic._crypto_buffers, dict), "_crypto_buffers is not a dict")
+        context = _tls_context_class()
+        _has(context, "_ec_private_keys", "_x25519_private_key", "_x448_private_key")
+    elif name == "qpack_static":
+        _has(h3, "_encoder")
+        _require(isinstance(h3._encoder, pylsqpack.Encoder), "H3Connection._encoder changed")
+    elif name == "h3_settings":
+        _params(H3Connection._get_local_settings)
+        _require(isinstance(h3._get_local_settings(), dict), "_get_local_settings changed")
+    elif name == "early_settings":
+        _params(cls._unblock_streams, "is_unidirectional")
+    elif name == "malformed_request":
+        _params(H3Connection._receive_request_or_push_data, "stream", "data", "stream_ended")
+        _has(h3, "_is_client")
+    elif name == "stats":
+        _has(quic, "_loss", "_network_paths", "_packet_number")
+        _has(quic._loss, "_rtt_smoothed", "_rtt_min", "_rtt_latest", "_cc")
+    elif name == "datagram_limit":
+        _has(quic, "_remote_max_datagram_frame_size", "_max_datagram_size")
+    elif name == "peer_certificate":
+        _has(_tls_context_class(), "_peer_certificate")
+    elif name == "batch_reads":
+        pass  # checked per transport: `selector_socket` finds the socket or returns None
+
+
+def _tls_context_class() -> Any:
+    from aioquic import tls
+
+    # Instance attributes are set in __init__: read them off a throwaway client context.
+    return tls.Context(is_client=True)
+
+
+def _apply_environment() -> None:
+    setting = os.environ.get(_ENV, "").strip().lower()
+    if not setting or setting in ("on", "all", "1"):
+        return
+    if setting in ("off", "none", "0"):
+        names = {name for name, feature in FEATURES.items() if not feature.security}
+    else:
+        names = {name.strip() for name in setting.split(",")}
+    for name in names:
+        feature = FEATURES.get(name.strip())
+        if feature is not None:
+            feature.enabled = False
+            feature.reason = f"switched off by {_ENV}"
+
+
+def _verify() -> None:
+    _apply_environment()
+    prototype: tuple[Any, Any, Any] = (None, None, None)
+    failure = ""
+    try:
+        prototype = _prototype()
+    except Exception as exc:  # pragma: no cover - only with an incompatible aioquic
+        failure = f"building a prototype connection failed: {exc!r}"
+    mismatched = []
+    for feature in FEATURES.values():
+        if not feature.enabled:
+            continue
+        try:
+            if failure:
+                raise _Mismatch(failure)
+            _check(feature.name, *prototype)
+        except (_Mismatch, AttributeError, TypeError) as exc:
+            feature.enabled = False
+            feature.reason = str(exc) or type(exc).__name__
+            mismatched.append(feature)
+    if mismatched:
+        details = "; ".join(f"{f.name} ({f.reason}) -> {f.fallback}" for f in mismatched)
+        warnings.warn(
+            f"pywebtransport: aioquic {AIOQUIC_VERSION} differs from the versions this release "
+            f"was tested with; switched off: {details}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+# --------------------------------------------------------------------------- QuicConnection
+
+_ACTIVE_CONNECTION_ID_LIMIT: Final = 2
+"""Connection ids each side keeps issued to the other (aioquic: 8).
+
+2 is the minimum RFC 9000 (section 18.2) allows and the value peers assume
+when none is sent: the id in use plus one spare, enough to move to a new path
+(connection migration, NAT rebinding). A retired id is replaced at once.
+"""
+
+_MAX_STREAM_DATA_FRAME_CAPACITY: Final = 1 + 8 + 8
+_MIN_STREAM_FRAME_HEADER: Final = 4
+
+_FrameHandler = tuple[Callable[..., None], frozenset[Any]]
+
+
+class _FrameTable:
+    """Stands in for aioquic's per-connection frame-handler dict.
+
+    aioquic gives every connection its own dict of 33 bound methods, each with
+    its own frozenset of allowed epochs (about 7 KiB per connection), and only
+    reads it as `handlers[frame_type]` (a KeyError meaning an unknown frame
+    type). This answers the same from one table shared by all connections,
+    binding the handler on lookup.
+    """
+
+    __slots__ = ("_quic",)
+
+    _table: ClassVar[dict[int, _FrameHandler]] = {}
+
+    def __init__(self, quic: QuicConnection, handlers: dict[int, _FrameHandler]) -> None:
+        self._quic = quic
+        if not _FrameTable._table:
+            epoch_sets: dict[frozenset[Any], frozenset[Any]] = {}
+            _FrameTable._table = {
+                frame_type: (cast(Any, handler).__func__, epoch_sets.setdefault(epochs, epochs))
+                for frame_type, (handler, epochs) in handlers.items()
+            }
+
+    def __getitem__(self, frame_type: int) -> _FrameHandler:
+        function, epochs = self._table[frame_type]
+        return function.__get__(self._quic), epochs
+
+
+def _write_stream_limits(self: Any, builder: QuicPacketBuilder, space: Any, stream: Any) -> None:
+    # Called for every open stream each time a packet is built, so the common
+    # nothing-to-send case is decided from two attributes. The window of a
+    # managed (WebTransport) stream is moved by its reader (`set_stream_window`),
+    # never doubled here.
+    local = stream.max_stream_data_local
+    unsent = stream.max_stream_data_local_sent != local
+    if not unsent and (not local or stream.receiver.highest_offset * 2 <= local):
+        return
+    managed = self.wt_managed
+    if managed is None or stream.stream_id not in managed:
+        QuicConnection._write_stream_limits(self, builder, space, stream)
+        return
+    if not unsent:
+        return
+    buf = builder.start_frame(
+        QuicFrameType.MAX_STREAM_DATA,
+        capacity=_MAX_STREAM_DATA_FRAME_CAPACITY,
+        handler=self._on_max_stream_data_delivery,
+        handler_args=(stream,),
+    )
+    buf.push_uint_var(stream.stream_id)
+    buf.push_uint_var(local)
+    stream.max_stream_data_local_sent = local
+
+
+def _write_stream_frame(
+    self: Any, builder: QuicPacketBuilder, space: Any, stream: QuicStream, max_offset: int
+) -> int:
+    # aioquic offers the packet to every stream with data queued, even once it
+    # is full: with 1,000 busy streams that is 1,000 calls per packet. Below 4
+    # bytes not even a frame header fits (aioquic would find the same).
+    if builder.remaining_flight_space < _MIN_STREAM_FRAME_HEADER:
+        return 0
+    return QuicConnection._write_stream_frame(self, builder, space, stream, max_offset)
+
+
+def _replenish_connection_ids(self: Any) -> None:
+    wanted = min(_ACTIVE_CONNECTION_ID_LIMIT, self._remote_active_connection_id_limit)
+    while len(self._host_cids) < wanted:
+        self._host_cids.append(
+            QuicConnectionId(
+                cid=os.urandom(self._configuration.connection_id_length),
+                sequence_number=self._host_cid_seq,
+                stateless_reset_token=os.urandom(16),
+            )
+        )
+        self._host_cid_seq += 1
+
+
+_PACING_BURST_INTERVAL: Final = 0.002
+_PACING_MIN_BURST_PACKETS: Final = 10
+_PACING_MAX_BURST_PACKETS: Final = 256
+_PACING_MIN_PACKET_TIME: Final = 1e-6
+
+
+class BurstPacer(QuicPacketPacer):
+    """aioquic's token-bucket pacer with a burst sized for event-loop clocks.
+
+    aioquic caps the bucket at 16 packets' worth of *time* (less once the
+    congestion window grows), and its packet time never drops below 1 µs. The
+    bucket only refills when the loop clock moves, and uvloop's clock moves in
+    1 ms steps: once the window passes about 1.3 MB at the 1 ms RTT floor, the
+    bucket holds a single packet and a bulk sender is held to one packet per
+    millisecond (~1.8 MiB/s), spinning on a timer that is always due. Here the
+    bucket holds what the pacing rate allows over 2 ms, between 10 and 256
+    packets (the shape of quinn's pacer), counted in packet times so the 1 µs
+    floor cannot shrink it.
+    """
+
+    def update_rate(self, congestion_window: int, smoothed_rtt: float) -> None:
+        """Recompute the packet time and the burst from the congestion window and RTT.
+
+        Args:
+            congestion_window: Bytes the congestion controller allows in flight.
+            smoothed_rtt: Smoothed round-trip time in seconds.
+        """
+        size = self._max_datagram_size
+        rate = congestion_window / max(smoothed_rtt, _PACING_MIN_PACKET_TIME)
+        packet_time = max(_PACING_MIN_PACKET_TIME, min(size / rate, 1.0))
+        burst = rate * _PACING_BURST_INTERVAL / size
+        burst = min(max(burst, _PACING_MIN_BURST_PACKETS), _PACING_MAX_BURST_PACKETS)
+        self.packet_time = packet_time
+        self.bucket_max = burst * packet_time
+        if self.bucket_time > self.bucket_max:
+            self.bucket_time = self.bucket_max
+
+
+_connection_class: type[QuicConnection] | None = None
+
+
+def _quic_connection_class() -> type[QuicConnection]:
+    global _connection_class
+    if _connection_class is None:
+        namespace: dict[str, Any] = {
+            "__slots__": ("wt_managed",),
+            "__module__": __name__,
+            "__doc__": "aioquic's QuicConnection with the enabled features of this module.",
+        }
+        if enabled("stream_window"):
+            namespace["_write_stream_limits"] = _write_stream_limits
+        if enabled("stream_frame_skip"):
+            namespace["_write_stream_frame"] = _write_stream_frame
+        if enabled("connection_ids"):
+            namespace["_replenish_connection_ids"] = _replenish_connection_ids
+        _connection_class = type("QuicConnection", (QuicConnection,), namespace)
+    return _connection_class
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionTuning:
+    """What a new connection gets beyond aioquic's defaults.
+
+    Attributes:
+        max_streams_bidi: Bidirectional streams the peer may have open at once.
+        max_streams_uni: Unidirectional streams the peer may have open at once.
+    """
+
+    max_streams_bidi: int
+    max_streams_uni: int
+
+
+def new_quic_connection(
+    configuration: QuicConfiguration,
+    tuning: ConnectionTuning,
+    *,
+    original_destination_connection_id: bytes | None = None,
+    retry_source_connection_id: bytes | None = None,
+) -> QuicConnection:
+    """Create a `QuicConnection` with every enabled feature applied.
+
+    Args:
+        configuration: The aioquic configuration.
+        tuning: Stream limits and other settings aioquic does not take.
+        original_destination_connection_id: Server side: the client's first DCID.
+        retry_source_connection_id: Server side: the SCID of our Retry, if one was sent.
+
+    Returns:
+        The connection (nothing sent or received yet).
+    """
+    quic = _quic_connection_class()(
+        configuration=configuration,
+        original_destination_connection_id=original_destination_connection_id,
+        retry_source_connection_id=retry_source_connection_id,
+    )
+    tuned = cast(Any, quic)
+    tuned.wt_managed = set() if enabled("stream_window") else None
+    if enabled("frame_table"):
+        handlers = quic.__dict__["_QuicConnection__frame_handlers"]
+        quic.__dict__["_QuicConnection__frame_handlers"] = _FrameTable(quic, handlers)
+    if enabled("connection_ids"):
+        # Announced in the transport parameters: the peer issues us at most this many.
+        tuned._local_active_connection_id_limit = _ACTIVE_CONNECTION_ID_LIMIT
+    if enabled("pacer"):
+        tuned._loss._pacer = BurstPacer(max_datagram_size=tuned._max_datagram_size)
+    if enabled("stream_limits"):
+        # `sent` must follow: aioquic only sends MAX_STREAMS once `value` passes it,
+        # so a limit below aioquic's 128 left at sent=128 would never be re-credited.
+        for limit, value in (
+            (tuned._local_max_streams_bidi, tuning.max_streams_bidi),
+            (tuned._local_max_streams_uni, tuning.max_streams_uni),
+        ):
+            limit.value = limit.sent = value
+    return quic
+
+
+_NO_CRYPTO_OUTPUT: Final = Buffer(capacity=0)
+"""Stands in for aioquic's per-epoch TLS output buffers once the handshake is over."""
+
+
+def after_handshake(quic: QuicConnection) -> bool:
+    """Free what a connected `QuicConnection` only needed for its TLS handshake.
+
+    The TLS output buffers: aioquic allocates three of 16 KiB per connection and
+    keeps them, but TLS only writes into them during the handshake (in the
+    post-handshake states a client only parses NewSessionTicket and a server
+    answers every message with an alert, neither writing output). The ephemeral
+    key-exchange keys (also a forward-secrecy gain), and on a server the key
+    schedule: a client keeps it to derive the resumption secret of a
+    NewSessionTicket, but the server's post-handshake state rejects every
+    message before using it. A server with a session-ticket handler keeps all
+    of it: TLS 1.3 lets a server send further tickets at any time.
+
+    Args:
+        quic: A connection whose handshake has completed.
+
+    Returns:
+        True when the state was released.
+    """
+    if not enabled("tls_release"):
+        return False
+    tuned = cast(Any, quic)
+    is_client = tuned._is_client
+    if not is_client and tuned._session_ticket_handler is not None:
+        return False
+    buffers = tuned._crypto_buffers
+    for epoch in buffers:
+        buffers[epoch] = _NO_CRYPTO_OUTPUT
+    tls = tuned.tls
+    tls._ec_private_keys = []
+    tls._x25519_private_key = None
+    tls._x448_private_key = None
+    if not is_client:
+        tls.key_schedule = None
+    return True
+
+
+def release_early_streams(quic: QuicConnection) -> None:
+    """Let a server's control and QPACK streams leave in its first flight.
+
+    They were opened before the client's transport parameters arrived, so
+    aioquic holds them as blocked until the handshake completes. Released when
+    the ALPN is negotiated, SETTINGS leave as 0.5-RTT data and the client can
+    send CONNECT one round trip earlier.
+
+    Args:
+        quic: A server connection that just negotiated its ALPN.
+    """
+    if enabled("early_settings"):
+        cast(Any, quic)._unblock_streams(is_unidirectional=True)
+
+
+# --------------------------------------------------------------------------- stream credit
+
+
+def manage_stream_window(quic: QuicConnection, stream_id: int) -> bool:
+    """Make a stream's receive window follow its reader (see `set_stream_window`).
+
+    Args:
+        quic: The connection.
+        stream_id: A WebTransport stream with a receiving half.
+
+    Returns:
+        False when the feature is off (aioquic manages the window).
+    """
+    managed = cast(Any, quic).wt_managed if enabled("stream_window") else None
+    if managed is None:
+        return False
+    managed.add(stream_id)
+    return True
+
+
+def forget_stream_window(quic: QuicConnection, stream_id: int) -> None:
+    """Stop managing a stream's receive window.
+
+    Args:
+        quic: The connection.
+        stream_id: The stream.
+    """
+    managed = cast(Any, quic).wt_managed if enabled("stream_window") else None
+    if managed is not None:
+        managed.discard(stream_id)
+
+
+def set_stream_window(quic: QuicConnection, stream_id: int, limit: int) -> None:
+    """Grant the peer credit up to `limit` bytes on a managed stream (MAX_STREAM_DATA).
+
+    Args:
+        quic: The connection.
+        stream_id: A stream passed to `manage_stream_window`.
+        limit: The new absolute limit; the frame leaves with the next packet.
+    """
+    stream = cast(Any, quic)._streams.get(stream_id)
+    if stream is not None and limit > stream.max_stream_data_local:
+        stream.max_stream_data_local = limit
+
+
+def send_buffered(quic: QuicConnection, stream_id: int) -> int:
+    """Return the bytes of a stream not yet acknowledged by the peer.
+
+    Args:
+        quic: The connection.
+        stream_id: The stream.
+
+    Returns:
+        The count (0 when the feature is off: writes then never wait).
+    """
+    if not enabled("send_buffer"):
+        return 0
+    stream = cast(Any, quic)._streams.get(stream_id)
+    return 0 if stream is None else len(stream.sender._buffer)
+
+
+def has_unacked_stream_data(quic: QuicConnection) -> bool:
+    """Return whether any stream has data the peer has not acknowledged yet.
+
+    Args:
+        quic: The connection.
+
+    Returns:
+        True while data is in flight or queued (False when the feature is off).
+    """
+    if not enabled("send_buffer"):
+        return False
+    return any(
+        stream.sender._buffer and not stream.sender.is_finished
+        for stream in cast(Any, quic)._streams.values()
+    )
+
+
+def can_open_stream(quic: QuicConnection, unidirectional: bool) -> bool:
+    """Return whether the peer's QUIC stream limit lets us open another stream.
+
+    Args:
+        quic: The connection.
+        unidirectional: The kind of stream.
+
+    Returns:
+        The answer (True when the feature is off).
+    """
+    if not enabled("stream_credit"):
+        return True
+    tuned = cast(Any, quic)
+    if unidirectional:
+        return bool(tuned._local_next_stream_id_uni // 4 < tuned._remote_max_streams_uni)
+    return bool(tuned._local_next_stream_id_bidi // 4 < tuned._remote_max_streams_bidi)
+
+
+# --------------------------------------------------------------------------- queries
+
+_PACKET_OVERHEAD: Final = 50
+"""Short header, packet number, AEAD tag and slack in a 1-RTT packet."""
+
+
+def datagram_frame_limit(quic: QuicConnection) -> int | None:
+    """Return the largest DATAGRAM frame payload that fits the peer's limit and one packet.
+
+    Args:
+        quic: A connected connection.
+
+    Returns:
+        The byte count, or None when the feature is off.
+    """
+    if not enabled("datagram_limit"):
+        return None
+    tuned = cast(Any, quic)
+    remote: int = tuned._remote_max_datagram_frame_size or 0
+    packet: int = tuned._max_datagram_size
+    return max(0, min(remote, packet - _PACKET_OVERHEAD))
+
+
+def stats(quic: QuicConnection) -> dict[str, Any]:
+    """Return RTT, byte, packet and congestion figures.
+
+    Args:
+        quic: The connection.
+
+    Returns:
+        `rtt_smoothed`, `rtt_min`, `rtt_latest` (seconds), `bytes_sent`,
+        `bytes_received`, `packets_sent`, `congestion_window`; all None when
+        the feature is off.
+    """
+    keys = (
+        "rtt_smoothed",
+        "rtt_min",
+        "rtt_latest",
+        "bytes_sent",
+        "bytes_received",
+        "packets_sent",
+        "congestion_window",
+    )
+    if not enabled("stats"):
+        return dict.fromkeys(keys)
+    tuned = cast(Any, quic)
+    recovery = tuned._loss
+    paths = tuned._network_paths
+    rtt_min = recovery._rtt_min
+    return {
+        "rtt_smoothed": recovery._rtt_smoothed,
+        "rtt_min": None if rtt_min == float("inf") else rtt_min,
+        "rtt_latest": recovery._rtt_latest,
+        "bytes_sent": sum(path.bytes_sent for path in paths),
+        "bytes_received": sum(path.bytes_received for path in paths),
+        "packets_sent": tuned._packet_number,
+        "congestion_window": getattr(recovery._cc, "congestion_window", None),
+    }
+
+
+def peer_address(quic: QuicConnection) -> Any:
+    """Return the peer's current network address.
+
+    Args:
+        quic: The connection.
+
+    Returns:
+        The address tuple, or None before any packet.
+    """
+    getter = getattr(quic, "get_peer_address", None)
+    if getter is not None:
+        return getter()
+    if enabled("stats"):
+        paths = cast(Any, quic)._network_paths
+        return paths[0].addr if paths else None
+    return None
+
+
+def peer_certificate(quic: QuicConnection) -> x509.Certificate | None:
+    """Return the certificate the peer presented in the TLS handshake.
+
+    Args:
+        quic: A connection whose handshake completed.
+
+    Returns:
+        The certificate, or None when none was presented.
+
+    Raises:
+        RuntimeError: The feature is off: the certificate cannot be read.
+    """
+    if not enabled("peer_certificate"):
+        raise RuntimeError(FEATURES["peer_certificate"].reason or "peer_certificate is off")
+    return cast(x509.Certificate | None, cast(Any, quic.tls)._peer_certificate)
+
+
+def selector_socket(transport: Any) -> socket.socket | None:
+    """Return the socket of an asyncio selector datagram transport, else None.
+
+    asyncio's selector loop reads one datagram per loop iteration; uvloop reads
+    several per poll and hides its socket, so this is None there.
+
+    Args:
+        transport: A datagram transport.
+
+    Returns:
+        The non-blocking socket to drain, or None.
+    """
+    if not enabled("batch_reads"):
+        return None
+    sock = getattr(transport, "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+# --------------------------------------------------------------------------- H3Connection
+
+
+class _StaticTableEncoder:
+    """A QPACK encoder that never inserts into the dynamic table.
+
+    We encode one CONNECT request or response per session, so a dynamic table
+    saves a few bytes per session, while lsqpack would keep encoder state sized
+    to the peer's table (about 4.5 KiB per connection for 4096 bytes). RFC 9204
+    section 3.2.3 lets the encoder choose any capacity up to the peer's
+    maximum, 0 included, and header blocks referencing only the static table
+    never block a stream. A wrapper because `pylsqpack.Encoder` cannot be
+    subclassed; aioquic only calls these three methods.
+    """
+
+    __slots__ = ("_encoder",)
+
+    def __init__(self, encoder: pylsqpack.Encoder) -> None:
+        self._encoder = encoder
+
+    def apply_settings(self, max_table_capacity: int, blocked_streams: int) -> bytes:
+        settings: bytes = self._encoder.apply_settings(max_table_capacity=0, blocked_streams=0)
+        return settings
+
+    def encode(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
+        encoded: tuple[bytes, bytes] = self._encoder.encode(stream_id, headers)
+        return encoded
+
+    def feed_decoder(self, data: bytes) -> None:
+        self._encoder.feed_decoder(data)
+
+
+def _h3_init(self: Any, quic: QuicConnection, extra_settings: dict[int, int]) -> None:
+    self.wt_settings = extra_settings
+    self.wt_malformed = []
+    H3Connection.__init__(self, quic, enable_webtransport=True)
+    if enabled("qpack_static"):
+        self._encoder = _StaticTableEncoder(self._encoder)
+
+
+def _get_local_settings(self: Any) -> dict[int, int]:
+    settings = H3Connection._get_local_settings(self)
+    settings.update(self.wt_settings)
+    return settings
+
+
+def _receive_request_or_push_data(
+    self: Any, stream: Any, data: bytes, stream_ended: bool
+) -> list[h3e.H3Event]:
+    try:
+        return H3Connection._receive_request_or_push_data(self, stream, data, stream_ended)
+    except MessageError:
+        if self._is_client:
+            raise
+        # RFC 9114 section 4.1.2: a malformed request is a stream error, not a
+        # connection error (aioquic would close every session on the connection).
+        stream.buffer = b""
+        stream.receiving_ended = stream.sending_ended = True
+        self.wt_malformed.append(stream.stream_id)
+        return []
+
+
+_h3_class: type[H3Connection] | None = None
+
+
+def _h3_connection_class() -> type[H3Connection]:
+    global _h3_class
+    if _h3_class is None:
+        namespace: dict[str, Any] = {
+            "__slots__": ("wt_malformed", "wt_settings"),
+            "__module__": __name__,
+            "__doc__": "aioquic's H3Connection with the enabled features of this module.",
+            "__init__": _h3_init,
+        }
+        if enabled("h3_settings"):
+            namespace["_get_local_settings"] = _get_local_settings
+        if enabled("malformed_request"):
+            namespace["_receive_request_or_push_data"] = _receive_request_or_push_data
+        _h3_class = type("H3Connection", (H3Connection,), namespace)
+    return _h3_class
+
+
+def new_h3(quic: QuicConnection, settings: dict[int, int]) -> H3Connection:
+    """Create the `H3Connection` of a QUIC connection.
+
+    Args:
+        quic: The QUIC connection.
+        settings: SETTINGS to announce beyond aioquic's own (every dialect's).
+
+    Returns:
+        The HTTP/3 layer (its control streams are opened at once).
+    """
+    return cast(Callable[..., H3Connection], _h3_connection_class())(quic, settings)
+
+
+def malformed_requests(h3: H3Connection) -> Iterator[int]:
+    """Yield (and forget) the request streams found malformed since the last call.
+
+    Args:
+        h3: An H3Connection from `new_h3`.
+
+    Yields:
+        Stream ids whose requests were malformed (the caller resets them).
+    """
+    pending: list[int] | None = getattr(h3, "wt_malformed", None)
+    while pending:
+        yield pending.pop(0)
+
+
+_verify()

@@ -1,0 +1,231 @@
+"""Extended CONNECT requests and answers: building, validating, parsing, subprotocols.
+
+Client side: `build_request` checks every header a user supplies, because a
+server rejects a malformed request (RFC 9114 §4.1.2) and the client could then
+only report a lost session. Server side: `parse_request` turns a header block
+into a `ConnectRequest` or the HTTP status that refuses it. Subprotocols
+(`wt-available-protocols` / `wt-protocol`) are RFC 8941 lists of strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from aioquic.h3.connection import MessageError, validate_header_name, validate_header_value
+
+from ...shared.constants import WT_PROTOCOL_TOKENS
+from .dialects import Dialect
+from .sfv import encode_sf_string, encode_sf_string_list, parse_sf_string, parse_sf_string_list
+
+__all__ = [
+    "ConnectRequest",
+    "HeaderError",
+    "build_request",
+    "build_response",
+    "field_section_size",
+    "parse_request",
+    "parse_response",
+    "select_protocol",
+]
+
+HeaderList = list[tuple[bytes, bytes]]
+
+_WT_AVAILABLE_PROTOCOLS = b"wt-available-protocols"
+_WT_PROTOCOL = b"wt-protocol"
+
+
+class HeaderError(ValueError):
+    """A request header is not valid in HTTP/3 (names the header)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRequest:
+    """A WebTransport CONNECT request a server received.
+
+    Attributes:
+        path: `:path`, query included.
+        authority: `:authority`.
+        protocol_token: `:protocol` (`webtransport` or `webtransport-h3`).
+        headers: Every header, pseudo-headers included, in order.
+        offered_protocols: Subprotocols from `wt-available-protocols`, in the client's order.
+    """
+
+    path: str
+    authority: str
+    protocol_token: bytes
+    headers: HeaderList
+    offered_protocols: list[str]
+
+
+def _to_bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def build_request(
+    *,
+    authority: str,
+    path: str,
+    dialect: Dialect,
+    headers: Iterable[tuple[str | bytes, str | bytes]] = (),
+    protocols: Sequence[str] = (),
+) -> HeaderList:
+    """Build a client's extended CONNECT header block.
+
+    Args:
+        authority: `:authority` (host:port).
+        path: `:path`, query included.
+        dialect: The dialect spoken (its `:protocol` token and extra headers).
+        headers: Extra headers; names are lower-cased.
+        protocols: Subprotocols offered, in preference order.
+
+    Returns:
+        The header block.
+
+    Raises:
+        HeaderError: A header name or value is not valid in HTTP/3 (e.g.
+            upper-case after folding is fine, surrounding whitespace or CR/LF is not).
+    """
+    request: HeaderList = [
+        (b":method", b"CONNECT"),
+        (b":protocol", dialect.protocol_token),
+        (b":scheme", b"https"),
+        (b":authority", authority.encode()),
+        (b":path", path.encode()),
+        *dialect.request_headers,
+    ]
+    for name, value in headers:
+        raw_name = _to_bytes(name).lower()
+        raw_value = _to_bytes(value)
+        try:
+            validate_header_name(raw_name)
+            validate_header_value(raw_name, raw_value)
+        except MessageError as exc:
+            raise HeaderError(f"invalid request header: {exc}") from exc
+        request.append((raw_name, raw_value))
+    if protocols:
+        request.append((_WT_AVAILABLE_PROTOCOLS, encode_sf_string_list(tuple(protocols))))
+    return request
+
+
+def field_section_size(headers: Iterable[tuple[bytes, bytes]]) -> int:
+    """Return the RFC 9114 §4.2.2 size of a header block: names + values + 32 per field.
+
+    Args:
+        headers: The header block.
+
+    Returns:
+        The size in bytes.
+    """
+    return sum(len(name) + len(value) + 32 for name, value in headers)
+
+
+def parse_request(
+    headers: HeaderList, *, stream_ended: bool, max_field_section_size: int
+) -> ConnectRequest | int:
+    """Check a request a server received.
+
+    Args:
+        headers: The decoded header block.
+        stream_ended: Whether the request stream already ended (a CONNECT must not).
+        max_field_section_size: Largest header block accepted.
+
+    Returns:
+        The request, or the HTTP status that refuses it: 431 (too large),
+        404/405 (not a WebTransport request: this server serves nothing else),
+        400 (malformed WebTransport request).
+    """
+    if field_section_size(headers) > max_field_section_size:
+        return 431
+    pseudo: dict[bytes, bytes] = {}
+    offered: list[str] = []
+    for name, value in headers:
+        if name.startswith(b":"):
+            pseudo[name] = value
+        elif name == _WT_AVAILABLE_PROTOCOLS:
+            offered = parse_sf_string_list(value) or []
+    method = pseudo.get(b":method")
+    protocol = pseudo.get(b":protocol")
+    if method != b"CONNECT" or protocol is None:
+        return 404 if method in (b"GET", b"HEAD") else 405
+    path = pseudo.get(b":path")
+    authority = pseudo.get(b":authority")
+    if (
+        protocol not in WT_PROTOCOL_TOKENS
+        or not path
+        or not authority
+        or pseudo.get(b":scheme") != b"https"
+        or stream_ended
+    ):
+        return 400
+    return ConnectRequest(
+        path=path.decode("utf-8", "replace"),
+        authority=authority.decode("utf-8", "replace"),
+        protocol_token=protocol,
+        headers=list(headers),
+        offered_protocols=offered,
+    )
+
+
+def select_protocol(offered: Sequence[str], supported: Sequence[str]) -> str | None:
+    """Pick the client's first offered subprotocol that the server speaks.
+
+    Args:
+        offered: The client's offer, in its preference order.
+        supported: What the server speaks.
+
+    Returns:
+        The chosen subprotocol, or None.
+    """
+    return next((protocol for protocol in offered if protocol in supported), None)
+
+
+def build_response(
+    dialect: Dialect,
+    *,
+    status: int = 200,
+    protocol: str | None = None,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> HeaderList:
+    """Build a server's answer to a CONNECT.
+
+    Args:
+        dialect: The session's dialect (a 2xx carries its response headers).
+        status: The HTTP status.
+        protocol: The selected subprotocol (`wt-protocol`), or None.
+        headers: Extra headers.
+
+    Returns:
+        The header block.
+    """
+    response: HeaderList = [(b":status", str(status).encode())]
+    if 200 <= status < 300:
+        response.extend(dialect.response_headers)
+        if protocol:
+            response.append((_WT_PROTOCOL, encode_sf_string(protocol)))
+    response.extend(headers)
+    return response
+
+
+def parse_response(headers: HeaderList, offered: Sequence[str]) -> tuple[int, str | None]:
+    """Read a server's answer to our CONNECT.
+
+    Args:
+        headers: The response header block.
+        offered: The subprotocols we offered.
+
+    Returns:
+        The status (0 when missing or malformed) and the selected subprotocol;
+        a `wt-protocol` we did not offer, or a malformed one, counts as none,
+        as browsers do.
+    """
+    status = 0
+    protocol: str | None = None
+    for name, value in headers:
+        if name == b":status":
+            status = int(value) if value.isdigit() else 0
+        elif name == _WT_PROTOCOL:
+            chosen = parse_sf_string(value)
+            if chosen is not None and chosen in offered:
+                protocol = chosen
+    return status, protocol

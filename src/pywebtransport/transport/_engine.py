@@ -1,0 +1,735 @@
+"""The asyncio engine of one QUIC connection: a pump plus waiters.
+
+`ConnectionEngine` feeds received datagrams to aioquic's `QuicConnection`,
+hands QUIC events to the sans-I/O `WebTransportProtocol`, turns protocol events
+into wake-ups of the futures parked on session and stream records, and
+transmits. It owns the connection's timers (QUIC loss/idle timer, keep-alive
+and the idle deadline) and nothing else: protocol state lives in the protocol's
+records, and the public objects (`WebTransportConnection`, sessions, streams)
+call the engine's methods.
+
+Transmission: while received datagrams are being processed, sends are
+deferred to one transmit after the batch (the answers of woken readers then
+share a packet with the ACK); any other send goes out at once, except that
+sends within one loop iteration after the first are coalesced into one
+deferred transmit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aioquic.quic import events as qe
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+
+from ..shared.config import ClientConfig, ServerConfig
+from ..shared.constants import ErrorCodes
+from ..shared.events import EventEmitter, EventType
+from ..shared.exceptions import ConnectionError
+from ..shared.types import ConnectionState
+from . import _aioquic
+from ._core import events as pe
+from ._core.dialects import Limits
+from ._core.protocol import WebTransportProtocol
+from ._core.records import SessionRecord, StreamRecord
+from .session import WebTransportSession, deliver_datagram, session_event
+
+if TYPE_CHECKING:
+    from .connection import WebTransportConnection
+
+__all__ = [
+    "ConnectionEngine",
+    "build_quic_configuration",
+    "close_secrets_log",
+    "drain_datagrams",
+    "tune_udp_socket",
+]
+
+logger = logging.getLogger("pywebtransport.connection")
+
+_handles = itertools.count(1)
+
+_RECEIVE_BATCH = 32
+_MAX_UDP_PAYLOAD = 65535
+_UDP_BUFFER_BYTES = 4 * 1024 * 1024
+"""Socket buffers asked for; the kernel caps them at net.core.[rw]mem_max."""
+
+
+def build_quic_configuration(
+    config: ClientConfig | ServerConfig, *, is_client: bool, server_name: str | None = None
+) -> QuicConfiguration:
+    """Translate a pywebtransport config into aioquic's `QuicConfiguration`.
+
+    Args:
+        config: The client or server configuration.
+        is_client: Which side the connection is.
+        server_name: SNI / verification name (client).
+
+    Returns:
+        The aioquic configuration (certificates are loaded by the caller).
+    """
+    quic_config = QuicConfiguration(
+        is_client=is_client,
+        alpn_protocols=list(config.alpn_protocols),
+        congestion_control_algorithm=config.congestion_control_algorithm,
+        idle_timeout=config.connection_idle_timeout,
+        max_data=config.quic_receive_window,
+        max_stream_data=stream_window(config),
+        max_datagram_size=config.max_datagram_size,
+        max_datagram_frame_size=65536,
+        server_name=server_name,
+        verify_mode=config.verify_mode,
+    )
+    if config.secrets_log_file:
+        # Line-buffered so tools reading the key log live see each secret at once;
+        # closed by whoever owns the configuration (see `close_secrets_log`).
+        quic_config.secrets_log_file = open(config.secrets_log_file, "a", buffering=1)  # noqa: SIM115
+    if config.qlog_dir:
+        from aioquic.quic.logger import QuicFileLogger
+
+        quic_config.quic_logger = QuicFileLogger(config.qlog_dir)
+    return quic_config
+
+
+def stream_window(config: ClientConfig | ServerConfig) -> int:
+    """Return the receive window of each stream: the peer may send this far past the reader.
+
+    Args:
+        config: The configuration.
+
+    Returns:
+        The smaller of `quic_stream_receive_window` and `max_stream_read_buffer_size`.
+    """
+    return min(config.quic_stream_receive_window, config.max_stream_read_buffer_size)
+
+
+def close_secrets_log(quic_config: QuicConfiguration) -> None:
+    """Close the TLS key log file that `build_quic_configuration` opened, if any.
+
+    Args:
+        quic_config: The configuration it was opened for.
+    """
+    log_file = quic_config.secrets_log_file
+    if log_file is not None:
+        quic_config.secrets_log_file = None
+        log_file.close()
+
+
+def tune_udp_socket(transport: asyncio.BaseTransport) -> None:
+    """Enlarge a UDP socket's kernel buffers.
+
+    The Linux default (about 208 KiB) overflows during one congestion window of
+    a fast sender, and every datagram dropped there costs a QUIC loss recovery.
+
+    Args:
+        transport: The datagram transport whose socket to tune.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, option, _UDP_BUFFER_BYTES)
+
+
+def drain_datagrams(sock: socket.socket, receive: Callable[[bytes, Any], None]) -> None:
+    """Hand `receive` the datagrams already queued on a non-blocking socket.
+
+    Reading them in the same loop iteration lets one transmit (one ACK) and one
+    reader wake-up serve the whole batch, as under uvloop.
+
+    Args:
+        sock: The non-blocking UDP socket.
+        receive: Called with `(data, addr)` for each datagram.
+    """
+    for _ in range(_RECEIVE_BATCH - 1):
+        try:
+            data, addr = sock.recvfrom(_MAX_UDP_PAYLOAD)
+        except OSError:
+            # Nothing queued (BlockingIOError) or an ICMP error for an earlier
+            # send: either way the loop's own reader takes over again.
+            return
+        receive(data, addr)
+
+
+def _wake(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+class ConnectionEngine(asyncio.DatagramProtocol):
+    """Drives one `QuicConnection` and its `WebTransportProtocol` on the event loop.
+
+    A client engine is the protocol of its own UDP socket; a server engine
+    receives its datagrams from the server endpoint, which shares one socket.
+
+    Args:
+        quic: The QUIC connection (nothing sent or received yet).
+        config: The client or server configuration.
+        max_sessions: Sessions a peer may hold open on this connection.
+    """
+
+    def __init__(
+        self,
+        quic: QuicConnection,
+        config: ClientConfig | ServerConfig,
+        *,
+        max_sessions: int,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.quic = quic
+        self.config = config
+        self.is_client: bool = quic.configuration.is_client
+        self.core = WebTransportProtocol(
+            quic,
+            limits=Limits(
+                max_sessions=max_sessions,
+                initial_max_data=config.initial_max_data,
+                flow_control_window=config.flow_control_window,
+                initial_max_streams_bidi=config.initial_max_streams_bidi,
+                initial_max_streams_uni=config.initial_max_streams_uni,
+            ),
+            stream_window=stream_window(config),
+            max_capsule_size=config.max_capsule_size,
+            max_field_section_size=config.max_field_section_size,
+            max_held_streams=config.max_pending_streams,
+        )
+        self.handle = next(_handles)
+        """A process-unique number identifying the connection."""
+        self.state = ConnectionState.CONNECTING
+        self.transport: asyncio.DatagramTransport | None = None
+        self.owns_transport = self.is_client
+        """A client engine owns its socket and closes it when the connection ends."""
+        self.sock: socket.socket | None = None
+        """A client's own socket under asyncio's selector loop, drained in batches."""
+        self.handshake: asyncio.Future[None] = self.loop.create_future()
+        self.settings: asyncio.Future[dict[int, int]] = self.loop.create_future()
+        self.terminated: asyncio.Future[None] = self.loop.create_future()
+        self.close_reason: tuple[int, str] | None = None
+        self.created_at = self.loop.time()
+        self.last_activity = self.created_at
+        """Loop time the connection last carried a session."""
+        self.last_received = self.created_at
+        self.authority = ""
+        """Client side: the `:authority` new sessions default to."""
+        self.connection: WebTransportConnection | None = None
+        """The public object of this connection."""
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._transmit_handle: asyncio.Handle | None = None
+        self.receiving = False
+        """True while a batch of received datagrams is being processed."""
+        self._sent_this_tick = False
+        self._alive_timer: asyncio.TimerHandle | None = None
+        self._next_ping = 0.0
+        self._blocked: set[StreamRecord] = set()
+        """Writers waiting for their stream's send buffer to drain."""
+        self._stream_credit_waiters: list[asyncio.Future[None]] = []
+        """Tasks waiting for QUIC stream credit (checked after received datagrams)."""
+        self._datagram_queue = config.max_pending_datagrams
+        self.emitter: EventEmitter | None = None
+        """The connection's event emitter, once created."""
+        # Hooks of the owner (client or server), None when unused.
+        self.on_session_request: Callable[[SessionRecord], int | None] | None = None
+        """Server side: called with each requested session; returns a status to refuse it."""
+        self.on_session_ready: Callable[[SessionRecord], None] | None = None
+        self.on_session_closed: Callable[[SessionRecord], None] | None = None
+        self.on_closed: Callable[[ConnectionEngine], None] | None = None
+        self.on_established: Callable[[ConnectionEngine], None] | None = None
+        self.on_cid_issued: Callable[[bytes], None] | None = None
+        self.on_cid_retired: Callable[[bytes], None] | None = None
+
+    # ------------------------------------------------------------------ asyncio protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Take the datagram transport to send on.
+
+        Args:
+            transport: The UDP transport (shared with other engines on a server).
+        """
+        self.transport = transport  # type: ignore[assignment]
+        if self.owns_transport:
+            self.sock = _aioquic.selector_socket(transport)
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        """Process a datagram from the peer (and those queued behind it), then transmit.
+
+        Args:
+            data: The UDP payload.
+            addr: The sender's address.
+        """
+        self.receive(data, addr)  # type: ignore[arg-type]
+        if self.sock is not None:
+            drain_datagrams(self.sock, self.receive)
+        self.end_receive()
+
+    def error_received(self, exc: Exception) -> None:
+        """Ignore ICMP errors: QUIC's loss recovery and idle timeout handle unreachable peers.
+
+        Args:
+            exc: The error the socket reported.
+        """
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The client's socket closed.
+
+        Args:
+            exc: Why, or None.
+        """
+        if self.owns_transport:
+            self._terminate(ErrorCodes.QUIC_INTERNAL_ERROR, "transport lost")
+
+    # ------------------------------------------------------------------ receive
+
+    def receive(self, data: bytes, addr: Any) -> None:
+        """Feed one datagram to QUIC and process what it produced; call `end_receive` after.
+
+        Args:
+            data: The UDP payload.
+            addr: The sender's address.
+        """
+        self.receiving = True
+        self.last_received = now = self.loop.time()
+        self.quic.receive_datagram(data, addr, now=now)
+        self._process_quic_events()
+
+    def end_receive(self) -> None:
+        """Finish a batch of `receive` calls: wake blocked writers, schedule one transmit."""
+        self.receiving = False
+        if self._blocked or self._stream_credit_waiters:
+            self._wake_blocked()
+        # Deferred, not immediate: readers woken by the batch run first, so the
+        # answers they write leave in the same packet as the ACK.
+        self.transmit_soon()
+
+    def _process_quic_events(self) -> None:
+        quic = self.quic
+        core = self.core
+        receive_stream_data = core.receive_stream_data
+        stream_data = qe.StreamDataReceived
+        datagram = qe.DatagramFrameReceived
+        event = quic.next_event()
+        while event is not None:
+            kind = type(event)
+            if kind is stream_data:
+                # Hot path: straight to the stream's buffer, then wake its reader.
+                rec = receive_stream_data(event.stream_id, event.data, event.end_stream)  # type: ignore[attr-defined]
+                if rec is not None:
+                    reader = rec.reader
+                    if reader is not None:
+                        rec.reader = None
+                        if not reader.done():
+                            reader.set_result(None)
+            elif kind is datagram:
+                delivered = core.receive_datagram(event.data)  # type: ignore[attr-defined]
+                if delivered is not None:
+                    session, payload = delivered
+                    if session.owner is not None:
+                        deliver_datagram(session, payload, self._datagram_queue)
+            else:
+                self._quic_event(event)
+            if core.has_events():
+                self._process_core_events()
+            event = quic.next_event()
+
+    def _quic_event(self, event: qe.QuicEvent) -> None:
+        if isinstance(event, qe.HandshakeCompleted):
+            self.state = ConnectionState.CONNECTED
+            if not self.handshake.done():
+                self.handshake.set_result(None)
+            _aioquic.after_handshake(self.quic)
+            self._arm_alive_timer()
+            logger.debug(
+                "connection %d established (%s, alpn %s)",
+                self.handle,
+                "client" if self.is_client else "server",
+                event.alpn_protocol,
+            )
+            emitter = self.emitter
+            if emitter is not None and emitter.has_listeners(EventType.CONNECTION_ESTABLISHED):
+                emitter.emit_nowait(
+                    EventType.CONNECTION_ESTABLISHED,
+                    {"handle": self.handle, "remote_address": _aioquic.peer_address(self.quic)},
+                    self.connection,
+                )
+            if self.on_established is not None:
+                self.on_established(self)
+        elif isinstance(event, qe.ConnectionIdIssued):
+            if self.on_cid_issued is not None:
+                self.on_cid_issued(event.connection_id)
+        elif isinstance(event, qe.ConnectionIdRetired):
+            if self.on_cid_retired is not None:
+                self.on_cid_retired(event.connection_id)
+        elif isinstance(event, qe.ConnectionTerminated):
+            self._terminate(event.error_code, event.reason_phrase)
+        else:
+            self.core.handle_event(event)
+
+    def _process_core_events(self) -> None:
+        core = self.core
+        event = core.next_event()
+        while event is not None:
+            if isinstance(event, pe.SettingsReceived):
+                if not self.settings.done():
+                    self.settings.set_result(event.settings)
+            elif isinstance(event, pe.SessionRequested):
+                self.last_activity = self.loop.time()
+                self._session_requested(event.session)
+            elif isinstance(event, pe.StreamClosed):
+                self._blocked.discard(event.stream)
+                session_event(self, event)
+            elif isinstance(event, pe.SessionClosed):
+                self.last_activity = self.loop.time()
+                session_event(self, event)
+                if self.on_session_closed is not None:
+                    self.on_session_closed(event.session)
+            else:
+                session_event(self, event)
+                if isinstance(event, pe.SessionEstablished) and self.on_session_ready is not None:
+                    self.on_session_ready(event.session)
+            event = core.next_event()
+        if core.want_transmit:
+            self.transmit_soon()
+
+    def _session_requested(self, session: SessionRecord) -> None:
+        WebTransportSession(self, session)
+        logger.debug(
+            "connection %d: session %d requested for %r (%s)",
+            self.handle,
+            session.session_id,
+            session.path,
+            session.dialect.name,
+        )
+        status = 404 if self.on_session_request is None else self.on_session_request(session)
+        if status is not None:
+            self.reject(session, status)
+
+    # ------------------------------------------------------------------ transmit and timers
+
+    def transmit(self) -> None:
+        """Send every datagram QUIC has queued and re-arm the QUIC timer."""
+        self._transmit_handle = None
+        self.core.want_transmit = False
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            for data, addr in self.quic.datagrams_to_send(now=self.loop.time()):
+                transport.sendto(data, addr)
+        timer_at = self.quic.get_timer()
+        if self._timer is not None and self._timer_at != timer_at:
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None and timer_at is not None:
+            self._timer = self.loop.call_at(timer_at, self._on_timer)
+        self._timer_at = timer_at
+
+    def transmit_soon(self) -> None:
+        """Transmit at the next loop iteration (at most once per iteration)."""
+        if self._transmit_handle is None:
+            self._transmit_handle = self.loop.call_soon(self.transmit)
+
+    def flush(self) -> None:
+        """Transmit what a command queued: now, unless a receive batch is in progress.
+
+        Within one loop iteration only the first command transmits at once;
+        later ones join one deferred transmit.
+        """
+        if self.receiving or self._sent_this_tick:
+            self.transmit_soon()
+            return
+        self._sent_this_tick = True
+        self.loop.call_soon(self._new_tick)
+        self.transmit()
+
+    def _new_tick(self) -> None:
+        self._sent_this_tick = False
+
+    def _on_timer(self) -> None:
+        now = max(self._timer_at or 0.0, self.loop.time())
+        self._timer = None
+        self._timer_at = None
+        self.quic.handle_timer(now=now)
+        self._process_quic_events()
+        self.transmit()
+
+    def _arm_alive_timer(self) -> None:
+        interval = self.config.keep_alive_interval
+        self._next_ping = self.loop.time() + interval if interval is not None else float("inf")
+        self._schedule_alive_check()
+
+    def _schedule_alive_check(self) -> None:
+        if self.state is ConnectionState.CLOSED:
+            return
+        deadline = self.last_received + self.config.connection_idle_timeout
+        self._alive_timer = self.loop.call_at(min(deadline, self._next_ping), self._alive_check)
+
+    def _alive_check(self) -> None:
+        # The idle deadline follows what the peer sent, not what we sent: a keep-alive
+        # PING to a vanished peer restarts aioquic's idle timer (RFC 9000 section 10.1
+        # lets a send restart it), which would hold the peer 1.5x the idle timeout.
+        self._alive_timer = None
+        now = self.loop.time()
+        if now >= self.last_received + self.config.connection_idle_timeout:
+            logger.debug("connection %d: peer silent for the idle timeout", self.handle)
+            self.abort(ErrorCodes.QUIC_NO_ERROR, "idle timeout", send_close=False)
+            return
+        interval = self.config.keep_alive_interval
+        if interval is not None and now >= self._next_ping:
+            self._next_ping = now + interval
+            # PINGs keep NAT bindings open only while sessions are: a connection
+            # without sessions is left to its idle timeout.
+            if self.core.sessions and self.state is ConnectionState.CONNECTED:
+                self.quic.send_ping(0)
+                self.transmit()
+        self._schedule_alive_check()
+
+    # ------------------------------------------------------------------ waiters
+
+    def wait_writable(self, rec: StreamRecord) -> asyncio.Future[None]:
+        """Return a future woken when the stream's send buffer may have drained.
+
+        Args:
+            rec: The stream.
+
+        Returns:
+            The future (several writers may wait at once).
+        """
+        future: asyncio.Future[None] = self.loop.create_future()
+        if rec.writers is None:
+            rec.writers = []
+        rec.writers.append(future)
+        self._blocked.add(rec)
+        return future
+
+    def send_buffered(self, rec: StreamRecord) -> int:
+        """Return the bytes of a stream not acknowledged yet.
+
+        Args:
+            rec: The stream.
+
+        Returns:
+            The count.
+        """
+        return _aioquic.send_buffered(self.quic, rec.stream_id)
+
+    def wait_stream_credit(self) -> asyncio.Future[None]:
+        """Return a future woken when the peer may have granted stream or session credit.
+
+        Returns:
+            The future.
+        """
+        future: asyncio.Future[None] = self.loop.create_future()
+        self._stream_credit_waiters.append(future)
+        return future
+
+    def wait_session_credit(self, session: SessionRecord) -> asyncio.Future[None]:
+        """Return a future woken when the peer raises a session limit (or the session ends).
+
+        Args:
+            session: The session (draft-15 flow control).
+
+        Returns:
+            The future.
+        """
+        future: asyncio.Future[None] = self.loop.create_future()
+        if session.credit_waiters is None:
+            session.credit_waiters = []
+        session.credit_waiters.append(future)
+        return future
+
+    def wake_session_credit(self, session: SessionRecord) -> None:
+        """Wake the tasks waiting for a session's flow-control credit.
+
+        Args:
+            session: The session.
+        """
+        waiters, session.credit_waiters = session.credit_waiters, None
+        for waiter in waiters or ():
+            _wake(waiter)
+
+    def new_emitter(self) -> EventEmitter:
+        """Create an event emitter configured from the connection's config.
+
+        Returns:
+            The emitter.
+        """
+        config = self.config
+        return EventEmitter(
+            max_listeners=config.max_event_listeners,
+            max_history=config.event_history_capacity,
+            max_queue_size=config.event_queue_capacity,
+        )
+
+    def wake_credit_waiters(self) -> None:
+        """Wake every task waiting for stream or session credit."""
+        waiters, self._stream_credit_waiters = self._stream_credit_waiters, []
+        for waiter in waiters:
+            _wake(waiter)
+
+    def _wake_blocked(self) -> None:
+        quic = self.quic
+        for rec in list(self._blocked):
+            if not rec.writers:
+                self._blocked.discard(rec)
+                continue
+            if rec.write_error is not None or _aioquic.send_buffered(quic, rec.stream_id) == 0:
+                self._release_writers(rec)
+                continue
+            # Writers below the high-water mark: woken when half the buffer drained.
+            low = self.config.max_stream_write_buffer_size // 2
+            if _aioquic.send_buffered(quic, rec.stream_id) <= low:
+                self._release_writers(rec)
+        if self._stream_credit_waiters:
+            self.wake_credit_waiters()
+
+    def _release_writers(self, rec: StreamRecord) -> None:
+        self._blocked.discard(rec)
+        writers, rec.writers = rec.writers, None
+        for writer in writers or ():
+            _wake(writer)
+
+    def wake_stream(self, rec: StreamRecord) -> None:
+        """Wake every task waiting on a stream (its reader and writers).
+
+        Args:
+            rec: The stream.
+        """
+        reader, rec.reader = rec.reader, None
+        _wake(reader)
+        if rec.writers:
+            self._release_writers(rec)
+
+    # ------------------------------------------------------------------ commands
+
+    def reject(self, session: SessionRecord, status_code: int) -> None:
+        """Refuse a requested session (server side).
+
+        Args:
+            session: The session.
+            status_code: The HTTP status.
+        """
+        self.core.reject(session, status_code)
+        self.after_command()
+
+    def after_command(self) -> None:
+        """Deliver the events a command produced and send what it queued."""
+        if self.core.has_events():
+            self._process_core_events()
+        if self.core.want_transmit:
+            self.flush()
+
+    # ------------------------------------------------------------------ closing
+
+    def _terminate(self, error_code: int, reason: str) -> None:
+        if self.state is ConnectionState.CLOSED:
+            return
+        self.state = ConnectionState.CLOSED
+        self.close_reason = (error_code, reason)
+        for timer in (self._alive_timer, self._timer):
+            if timer is not None:
+                timer.cancel()
+        self._alive_timer = self._timer = None
+        if self._transmit_handle is not None:
+            self._transmit_handle.cancel()
+            self._transmit_handle = None
+        logger.debug(
+            "connection %d closed with code %#x: %s", self.handle, error_code, reason or "-"
+        )
+        error = ConnectionError(
+            f"connection closed: {reason or 'no reason'}", error_code=error_code
+        )
+        for future in (self.settings, self.handshake):
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # mark retrieved: nobody may be waiting
+        self.core.terminate(error_code, reason)
+        self._process_core_events()
+        for rec in list(self._blocked):
+            self._release_writers(rec)
+        self.wake_credit_waiters()
+        if not self.terminated.done():
+            self.terminated.set_result(None)
+        emitter = self.emitter
+        if emitter is not None and emitter.has_listeners(EventType.CONNECTION_CLOSED):
+            emitter.emit_nowait(
+                EventType.CONNECTION_CLOSED,
+                {"handle": self.handle, "error_code": error_code, "reason": reason},
+                self.connection,
+            )
+        if self.owns_transport:
+            # A client connection owns its configuration (key log file) and its socket.
+            close_secrets_log(self.quic.configuration)
+            if self.transport is not None:
+                self.transport.close()
+        if self.on_closed is not None:
+            self.on_closed(self)
+
+    def close_quic(self, error_code: int, reason: str) -> None:
+        """Send CONNECTION_CLOSE now; the closing period then runs on in the background.
+
+        Args:
+            error_code: The QUIC application error code.
+            reason: The reason phrase.
+        """
+        if self.state is ConnectionState.CLOSED:
+            return
+        self.state = ConnectionState.CLOSING
+        self.quic.close(error_code=error_code, reason_phrase=reason)
+        self.transmit()
+
+    async def flush_streams(self, timeout: float) -> None:
+        """Wait until the peer acknowledged every stream's data, at most `timeout` seconds.
+
+        aioquic drops unsent stream data when the connection closes, and a
+        packet lost (or overtaken by CONNECTION_CLOSE on a reordering path)
+        after it is not resent, so close capsules and finished streams are
+        acknowledged first: one round trip plus the peer's ACK delay.
+
+        Args:
+            timeout: The bound.
+        """
+        end = self.loop.time() + timeout
+        while self.state is not ConnectionState.CLOSED and self.loop.time() < end:
+            self.transmit()
+            if not _aioquic.has_unacked_stream_data(self.quic):
+                return
+            future = self.wait_stream_credit()  # woken by the next received datagram
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, end - self.loop.time())):
+                    await future
+
+    def abort(
+        self,
+        error_code: int = ErrorCodes.QUIC_NO_ERROR,
+        reason: str = "aborted",
+        *,
+        send_close: bool = True,
+    ) -> None:
+        """Drop the connection at once: no closing period, no waiting for the peer.
+
+        aioquic is taken through its own end of the connection (so a qlog trace
+        is finished and written), only without the closing period.
+
+        Args:
+            error_code: The code of the CONNECTION_CLOSE (and reported locally).
+            reason: Its reason phrase.
+            send_close: Send CONNECTION_CLOSE first (not for an idle timeout,
+                where the peer is gone: RFC 9000 section 10.1 closes silently).
+        """
+        if self.state is ConnectionState.CLOSED:
+            return
+        quic = self.quic
+        with contextlib.suppress(Exception):
+            quic.close(error_code=error_code, reason_phrase=reason)
+            if send_close:
+                self.transmit()
+            now = self.loop.time()
+            quic.handle_timer(now=max(quic.get_timer() or now, now))
+            self._process_quic_events()
+        self._terminate(error_code, reason)
