@@ -13,7 +13,8 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 # Silences the mkdocs-material end-of-life banner in build output.
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: venv demo browsers peer-venv lint types test-fast test docs bench bench-smoke
+.PHONY: venv demo browsers peer-venv lint types test-fast test docs bench bench-smoke \
+	test-aioquic-min test-patches-off
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -65,13 +66,34 @@ types: venv
 	$(BIN)/mypy --strict src
 
 test-fast: venv
-	$(BIN)/pytest -m "not browser and not slow and not interop" $(PYTEST_ARGS)
+	$(BIN)/pytest $(FAST) $(PYTEST_ARGS)
 
 docs: venv
 	$(BIN)/mkdocs build --strict
 
+# The lowest aioquic of the range pyproject.toml declares (the highest is what `venv` installs).
+AIOQUIC_MIN := 1.7.0
+MIN_VENV := .venv-aioquic-min
+FAST := -m "not browser and not slow and not interop"
+
+$(MIN_VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install -q -e '.[dev]' 'aioquic==$(AIOQUIC_MIN)'
+	touch $@
+
+# Unit, deterministic and loopback tests on the lowest supported aioquic.
+test-aioquic-min: $(MIN_VENV)/.stamp
+	$(MIN_VENV)/bin/pytest $(FAST) $(PYTEST_ARGS)
+
+# The same with every optimisation of transport/_aioquic.py off: stock aioquic behaviour
+# (what a future aioquic whose internals changed falls back to) must still pass.
+test-patches-off: venv
+	PYWEBTRANSPORT_AIOQUIC_PATCHES=off $(BIN)/pytest $(FAST) $(PYTEST_ARGS)
+
 test: browsers peer-venv lint types
 	$(BIN)/pytest $(PYTEST_ARGS)
+	$(MAKE) test-aioquic-min
+	$(MAKE) test-patches-off
 	$(MAKE) bench-smoke
 	$(MAKE) docs
 
