@@ -105,10 +105,10 @@ def test_error_codes_have_the_reference_names_and_values(name: str, value: int) 
 
 
 def test_error_codes_the_issue_names() -> None:
-    assert ErrorCodes.APP_GENERIC_ERROR == 0x1001
-    assert ErrorCodes.APP_CONNECTION_TIMEOUT == 0x1002
-    assert ErrorCodes.APP_OPERATION_TIMEOUT == 0x1003
-    assert ErrorCodes.WT_STREAM_BUFFER_EXCEEDED == 0x52E4A40FA8DC
+    assert int(ErrorCodes.APP_GENERIC_ERROR) == 0x1001
+    assert int(ErrorCodes.APP_CONNECTION_TIMEOUT) == 0x1002
+    assert int(ErrorCodes.APP_OPERATION_TIMEOUT) == 0x1003
+    assert int(ErrorCodes.WT_STREAM_BUFFER_EXCEEDED) == 0x52E4A40FA8DC
 
 
 # The default `error_code` of each exception class in the reference (0.20.1).
@@ -199,9 +199,29 @@ def test_connection_and_timeout_errors_are_also_the_builtins() -> None:
 
 
 def test_our_earlier_code_names_are_aliases() -> None:
-    assert ErrorCodes.APP_INTERNAL_ERROR is ErrorCodes.APP_GENERIC_ERROR
-    assert ErrorCodes.APP_TIMEOUT is ErrorCodes.APP_OPERATION_TIMEOUT
-    assert ErrorCodes.APP_PROTOCOL_VIOLATION is ErrorCodes.APP_INVALID_REQUEST
+    assert ErrorCodes["APP_INTERNAL_ERROR"] is ErrorCodes.APP_GENERIC_ERROR
+    assert ErrorCodes["APP_TIMEOUT"] is ErrorCodes.APP_OPERATION_TIMEOUT
+    assert ErrorCodes["APP_PROTOCOL_VIOLATION"] is ErrorCodes.APP_INVALID_REQUEST
     # An alias never takes the name of a value from its first, canonical member.
     assert ErrorCodes(0x100).name == "H3_NO_ERROR"
     assert ErrorCodes(0x1001).name == "APP_GENERIC_ERROR"
+
+
+def test_event_type_in_the_types_module() -> None:
+    from pywebtransport.shared.types import EventType
+
+    assert EventType("session_request") is EventType.SESSION_REQUEST
+    assert EventType("datagram_received") is EventType.DATAGRAM_RECEIVED
+    assert EventType.SESSION_CLOSED.value == "session_closed"
+
+
+def test_session_handler_in_the_framework() -> None:
+    from pywebtransport.framework import RequestRouter, SessionHandler
+
+    async def handler(session: object) -> None:
+        return None
+
+    typed: SessionHandler = handler
+    router = RequestRouter()
+    router.add_route(path="/echo", handler=typed)
+    assert router.get_route_handler(path="/echo") is handler
