@@ -225,3 +225,23 @@ def test_session_handler_in_the_framework() -> None:
     router = RequestRouter()
     router.add_route(path="/echo", handler=typed)
     assert router.get_route_handler(path="/echo") is handler
+
+
+def test_get_all_routes_lists_the_exact_routes() -> None:
+    from pywebtransport.framework import RequestRouter
+
+    async def echo(session: object) -> None:
+        return None
+
+    async def chat(session: object, **params: str) -> None:
+        return None
+
+    router = RequestRouter()
+    router.add_route(path="/echo", handler=echo)
+    router.add_pattern_route(pattern=r"/chat/(?P<room>\w+)", handler=chat)
+    assert router.get_all_routes() == {"/echo": echo}
+    assert router.get_route_stats() == {
+        "exact_routes": 1,
+        "pattern_routes": 1,
+        "has_default_handler": False,
+    }
