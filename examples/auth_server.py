@@ -16,14 +16,15 @@ import logging
 import os
 import tempfile
 
-from pywebtransport import ServerConfig, WebTransportSession
-from pywebtransport.framework import (
+from pywebtransport import (
     ServerApp,
+    ServerConfig,
+    WebTransportSession,
     create_cors_middleware,
     create_rate_limit_middleware,
     create_token_auth_middleware,
+    generate_self_signed_cert,
 )
-from pywebtransport.shared.utils import generate_self_signed_cert
 
 app = ServerApp()
 

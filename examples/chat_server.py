@@ -30,13 +30,16 @@ import ssl
 import tempfile
 
 from pywebtransport import (
+    GroupError,
+    GroupManager,
+    RedisBackend,
+    ServerApp,
     ServerConfig,
     WebTransportReceiveStream,
     WebTransportSession,
     WebTransportStream,
+    generate_self_signed_cert,
 )
-from pywebtransport.framework import GroupError, GroupManager, RedisBackend, ServerApp
-from pywebtransport.shared.utils import generate_self_signed_cert
 
 MAX_MESSAGE = 64 * 1024
 

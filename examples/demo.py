@@ -19,8 +19,8 @@ from pywebtransport import (
     WebTransportServer,
     WebTransportSession,
     WebTransportStream,
+    generate_self_signed_cert,
 )
-from pywebtransport.shared.utils import generate_self_signed_cert
 
 START = time.monotonic()
 

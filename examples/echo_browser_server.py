@@ -21,8 +21,13 @@ from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from pywebtransport import ServerConfig, WebTransportServer, WebTransportSession
-from pywebtransport.shared.utils import generate_self_signed_cert, init_tracing
+from pywebtransport import (
+    ServerConfig,
+    WebTransportServer,
+    WebTransportSession,
+    generate_self_signed_cert,
+    init_tracing,
+)
 
 PAGE = Path(__file__).with_name("browser") / "index.html"
 

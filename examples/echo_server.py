@@ -15,9 +15,14 @@ import asyncio
 import logging
 import tempfile
 
-from pywebtransport import ServerConfig, WebTransportSession, WebTransportStream
-from pywebtransport.framework import ServerApp, create_logging_middleware
-from pywebtransport.shared.utils import generate_self_signed_cert
+from pywebtransport import (
+    ServerApp,
+    ServerConfig,
+    WebTransportSession,
+    WebTransportStream,
+    create_logging_middleware,
+    generate_self_signed_cert,
+)
 
 app = ServerApp()
 app.add_middleware(create_logging_middleware())

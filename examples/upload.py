@@ -3,11 +3,17 @@
 Server:
     python examples/upload.py serve --port 4433 [--cert cert.pem --key key.pem]
 Client:
-    python examples/upload.py send FILE --url https://127.0.0.1:4433/upload [--ca cert.pem]
+    python examples/upload.py send FILE --url https://127.0.0.1:4433/upload --ca cert.pem
+    python examples/upload.py send FILE --cert-hash <sha256 the server printed>
 
 The client streams the file on one bidirectional stream, printing progress;
 the server hashes while it reads and answers the hex SHA-256, which the
 client compares with its own. Exit status 0 when they match.
+
+The client verifies the server's certificate: against the system's CA store,
+a CA file (`--ca`), or pinned SHA-256 digests (`--cert-hash`, what the
+server prints for the certificate it generates). `--insecure` turns
+verification off, for throwaway tests only.
 """
 
 from __future__ import annotations
@@ -22,9 +28,16 @@ import sys
 import tempfile
 from typing import BinaryIO
 
-from pywebtransport import ClientConfig, ServerConfig, WebTransportClient, WebTransportSession
-from pywebtransport.framework import ServerApp
-from pywebtransport.shared.utils import generate_self_signed_cert
+from pywebtransport import (
+    ClientConfig,
+    ConfigurationError,
+    ServerApp,
+    ServerConfig,
+    WebTransportClient,
+    WebTransportError,
+    WebTransportSession,
+    generate_self_signed_cert,
+)
 
 CHUNK = 64 * 1024
 
@@ -44,16 +57,22 @@ async def upload(session: WebTransportSession) -> None:
         await stream.write(digest.hexdigest().encode(), end_stream=True)
 
 
-async def send(file: BinaryIO, total: int, url: str, ca: str | None) -> int:
+def client_config(args: argparse.Namespace) -> ClientConfig:
+    """Certificate verification as asked: CA file, pinned hashes, system store or none."""
+    if args.insecure:
+        return ClientConfig(verify_mode=ssl.CERT_NONE)  # accepts any certificate
+    return ClientConfig(ca_certs=args.ca, server_certificate_hashes=args.cert_hash)
+
+
+async def send(file: BinaryIO, total: int, url: str, config: ClientConfig) -> int:
     """Upload a file, print progress and verify the server's SHA-256."""
-    config = (
-        ClientConfig(ca_certs=ca)
-        if ca
-        else ClientConfig(verify_mode=ssl.CERT_NONE)  # demo only: trust any certificate
-    )
     digest = hashlib.sha256()
     async with WebTransportClient(config) as client:
-        session = await client.connect(url)
+        try:
+            session = await client.connect(url)
+        except WebTransportError as exc:
+            print(f"error: cannot connect to {url}: {exc}", file=sys.stderr)
+            return 1
         stream = await session.create_bidirectional_stream()
         sent = 0
         while chunk := await asyncio.to_thread(file.read, CHUNK):
@@ -77,7 +96,7 @@ def configure(args: argparse.Namespace) -> ServerConfig:
         return ServerConfig(certfile=args.cert, keyfile=args.key)
     directory = tempfile.mkdtemp(prefix="pywebtransport-")
     info = generate_self_signed_cert("127.0.0.1", output_dir=directory)
-    print(f"generated {info.certfile} (sha256 {info.fingerprint})", flush=True)
+    print(f"generated {info.certfile}; clients: --cert-hash {info.fingerprint}", flush=True)
     return ServerConfig(certfile=info.certfile, keyfile=info.keyfile)
 
 
@@ -93,12 +112,27 @@ def main() -> int:
     client = commands.add_parser("send", help="upload a file")
     client.add_argument("file")
     client.add_argument("--url", default="https://127.0.0.1:4433/upload")
-    client.add_argument("--ca", help="CA/certificate file to trust (default: trust any)")
+    client.add_argument("--ca", help="CA (or self-signed certificate) file to trust")
+    client.add_argument(
+        "--cert-hash",
+        action="append",
+        default=[],
+        metavar="HEX",
+        help="accept the certificate with this SHA-256 (repeatable)",
+    )
+    client.add_argument(
+        "--insecure", action="store_true", help="do not verify the certificate (tests only)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     if args.command == "send":
+        try:
+            config = client_config(args)
+        except ConfigurationError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         with open(args.file, "rb") as file:
-            return asyncio.run(send(file, os.path.getsize(args.file), args.url, args.ca))
+            return asyncio.run(send(file, os.path.getsize(args.file), args.url, config))
     app.config = configure(args)
     print(f"serving https://{args.host}:{args.port}/upload", flush=True)
     app.run(args.host, args.port)

@@ -31,11 +31,12 @@ Only pywebtransport's public API is used.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -297,6 +298,13 @@ def write_protocol(settings: Settings, protocol: str | None) -> None:
 
 
 async def run_server(settings: Settings) -> int:
+    """Serve until SIGTERM or, in the ``-send`` cases, until every requested file is saved.
+
+    In the ``-send`` cases the server is the requester, and the requester ends the
+    test (as our client does in the ``-receive`` cases): once every endpoint's files
+    are saved it closes the sessions and exits 0, whatever the client does then (a
+    browser may keep its page open).
+    """
     mode = settings.mode
     wanted: dict[str, list[str]] = {}
     for item in settings.requests:
@@ -304,6 +312,8 @@ async def run_server(settings: Settings) -> int:
         names = wanted.setdefault(endpoint, [])
         if name:
             names.append(name)
+    # Endpoints whose files this server still has to fetch (none outside `-send`).
+    outstanding = {endpoint for endpoint, names in wanted.items() if names} if mode else set()
     config = ServerConfig(
         certfile=str(settings.certs / "cert.pem"),
         keyfile=str(settings.certs / "priv.key"),
@@ -319,6 +329,8 @@ async def run_server(settings: Settings) -> int:
         max_sessions_per_connection=100,
     )
 
+    stop = asyncio.Event()
+
     async def handler(session: WebTransportSession) -> None:
         peer = Peer(session, settings)
         write_protocol(settings, session.wt_protocol)
@@ -332,15 +344,27 @@ async def run_server(settings: Settings) -> int:
                 await peer.request(mode, names)
                 log.info("all %d files of /%s received", len(names), peer.endpoint)
                 await session.close(0, "done")
+                outstanding.discard(peer.endpoint)
+                if not outstanding:
+                    log.info("every requested file is saved: exiting")
+                    stop.set()
             else:
                 await session.wait_closed()
         finally:
             await peer.stop()
 
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int, frame: object) -> None:
+        # RuntimeError: the loop is already closed, we are exiting anyway.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(stop.set)
+
+    # Python-level handlers rather than loop.add_signal_handler(): asyncio resets
+    # those to the default action when the loop closes, and a SIGTERM then (the
+    # runner stopping a server that is exiting by itself) would kill us with -15.
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        signal.signal(signum, on_signal)
     server = WebTransportServer(config, handler=handler)
     await server.listen()
     log.info("listening on %s (testcase %s)", server.local_addresses, settings.testcase)
@@ -429,10 +453,14 @@ def main(env: dict[str, str] | None = None) -> int:
     if not settings.supported():
         print(f"unsupported ROLE={settings.role!r} TESTCASE={settings.testcase!r}", file=sys.stderr)
         return EXIT_UNSUPPORTED
-    runner: Callable[[Settings], Awaitable[int]] = (
+    runner: Callable[[Settings], Coroutine[Any, Any, int]] = (
         run_server if settings.role == "server" else run_client
     )
-    return asyncio.run(runner(settings))  # type: ignore[arg-type]
+    code = asyncio.run(runner(settings))
+    # Exiting anyway: a SIGTERM during interpreter shutdown (when Python restores the
+    # default handlers, except ignored ones) must not turn our status into -15.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return code
 
 
 if __name__ == "__main__":

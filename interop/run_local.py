@@ -16,6 +16,12 @@ byte-identical (and no other file), and ``negotiated_protocol.txt`` on both side
 equal to the client's first protocol the server supports (Firefox negotiates none,
 so its handshake expects an empty protocol).
 
+A cell ends as a test of the public runner does: as soon as either endpoint exits
+(the other one is then stopped, the server with SIGTERM), or after 60 s. The browser
+pages keep running once their session is closed, as the runner's Firefox client
+does, so in the ``-send`` cases only the server, the requester there, can end the
+test: it must exit by itself once it holds every file.
+
     .venv/bin/python interop/run_local.py                     # whole matrix
     .venv/bin/python interop/run_local.py --peer ours --case handshake -v
 
@@ -394,23 +400,41 @@ class ServerProcess:
         return self.log_path.read_bytes()[-tail:].decode(errors="replace")
 
 
-def run_client_process(prep: Prepared, wrap: list[str]) -> tuple[int, str]:
-    log_path = prep.dir("logs") / "client.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
+class ClientProcess:
+    """``endpoint.py`` as client (``ours`` and ``lossy``)."""
+
+    def __init__(self, prep: Prepared, wrap: list[str]) -> None:
+        self.log_path = prep.dir("logs") / "client.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
             [*wrap, sys.executable, str(ENDPOINT)],
             env=endpoint_env(prep, "client"),
             stdin=subprocess.DEVNULL,
-            stdout=log,
+            stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        try:
-            code = proc.wait(CLIENT_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            code = -1
-    return code, log_path.read_bytes()[-3000:].decode(errors="replace")
+
+    def exited(self) -> bool:
+        return self.proc.poll() is not None
+
+    def finish(self) -> str | None:
+        """After it exited by itself: None when it succeeded, else what failed."""
+        self._log.close()
+        if self.proc.returncode == 0:
+            return None
+        tail = self.log_path.read_bytes()[-800:].decode(errors="replace")
+        return f"client exited {self.proc.returncode}: {tail}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stopped because the server exited first: its exit status does not count."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
 
 
 # ------------------------------------------------------------------------ lossy namespace
@@ -570,7 +594,10 @@ if (p.mode === "serve") {
     })().catch(ignoreClose);
     const closed = await wt.closed.catch((e) => ({error: String(e)}));
     await Promise.allSettled(work);
-    return {protocol, files, closed};
+    // Like the runner's Firefox client, the page stays open once the session is
+    // closed: the requester (the server) has to end the test by exiting.
+    console.log("session closed: " + JSON.stringify(closed) + "; the page stays open");
+    await new Promise(() => {});
 }
 
 if (p.mode === "unidirectional") {
@@ -686,48 +713,63 @@ class Browsers:
             self._server = None
 
 
-def run_browser_client(
-    prep: Prepared, browser: Any, harness: ModuleType, cert_hash: bytes
-) -> str | None:
-    """Play the client with a browser page; write its downloads like the runner's image."""
-    if prep.case == "handshake":
-        mode, names = "handshake", []
-    elif prep.direction == "send":
-        mode, names = "serve", []
-    else:
-        assert prep.mode is not None
-        mode, names = prep.mode, prep.files
-    serve: dict[str, str] = {}
-    if mode == "serve":
-        www = prep.dir("client_www") / prep.endpoint
-        serve = {f.name: base64.b64encode(f.read_bytes()).decode() for f in www.iterdir()}
-    params = {
-        "mode": mode,
-        "files": names,
-        "serve": serve,
-        # As the runner's browser client: protocols only in the handshake case.
-        "protocols": prep.client_protocols if prep.case == "handshake" else [],
-    }
-    try:
-        result = harness.run_scenario_sync(
+class BrowserClient:
+    """Plays the client with a browser page; writes its downloads like the runner's image."""
+
+    def __init__(self, prep: Prepared, browser: Any, harness: ModuleType, cert_hash: bytes) -> None:
+        self.prep = prep
+        names: list[str] = []
+        if prep.case == "handshake":
+            mode = "handshake"
+        elif prep.direction == "send":
+            mode = "serve"
+        else:
+            assert prep.mode is not None
+            mode, names = prep.mode, prep.files
+        serve: dict[str, str] = {}
+        if mode == "serve":
+            www = prep.dir("client_www") / prep.endpoint
+            serve = {f.name: base64.b64encode(f.read_bytes()).decode() for f in www.iterdir()}
+        params = {
+            "mode": mode,
+            "files": names,
+            "serve": serve,
+            # As the runner's browser client: protocols only in the handshake case.
+            "protocols": prep.client_protocols if prep.case == "handshake" else [],
+        }
+        self.scenario = harness.start_scenario(
             browser,
             BROWSER_JS,
             url=f"https://127.0.0.1:{prep.port}/{prep.endpoint}",
             cert_hash=cert_hash,
             params=params,
-            timeout=CLIENT_TIMEOUT,
+            # The cell's own deadline ends it first; this only bounds a lost page.
+            timeout=CLIENT_TIMEOUT + 30,
         )
-    except AssertionError as exc:
-        return f"browser: {str(exc)[:6000]}"
-    downloads = prep.dir("client_downloads")
-    downloads.mkdir(parents=True, exist_ok=True)
-    (downloads / "negotiated_protocol.txt").write_text(result.get("protocol") or "")
-    if result.get("files"):
-        target = downloads / prep.endpoint
-        target.mkdir(parents=True, exist_ok=True)
-        for name, data in result["files"].items():
-            (target / name).write_bytes(base64.b64decode(data))
-    return None
+
+    def exited(self) -> bool:
+        return bool(self.scenario.done())
+
+    def finish(self) -> str | None:
+        """After the page returned: None when it succeeded, else what failed."""
+        report = self.scenario.report(30)
+        if not report.ok:
+            return f"browser: {report.describe()[:6000]}"
+        result = report.result
+        prep = self.prep
+        downloads = prep.dir("client_downloads")
+        downloads.mkdir(parents=True, exist_ok=True)
+        (downloads / "negotiated_protocol.txt").write_text(result.get("protocol") or "")
+        if result.get("files"):
+            target = downloads / prep.endpoint
+            target.mkdir(parents=True, exist_ok=True)
+            for name, data in result["files"].items():
+                (target / name).write_bytes(base64.b64decode(data))
+        return None
+
+    def stop(self) -> None:
+        """Close the page (the server exited first)."""
+        self.scenario.stop()
 
 
 # ------------------------------------------------------------------------ cells
@@ -770,6 +812,7 @@ def run_cell(
     failure: str | None = None
     note = ""
     server: ServerProcess | None = None
+    client: ClientProcess | BrowserClient | None = None
     try:
         wrap: list[str] = []
         lossy: LossyNamespace | None = None
@@ -779,23 +822,30 @@ def run_cell(
         server = ServerProcess(prep, wrap)
         server.wait_listening()
         if peer in ("ours", "lossy"):
-            code, client_log = run_client_process(prep, wrap)
-            if code != 0:
-                failure = f"client exited {code}: {client_log[-800:]}"
+            client = ClientProcess(prep, wrap)
         else:
             assert browsers is not None
-            failure = run_browser_client(prep, browsers.get(peer), browsers.harness, cert_hash)
-        if prep.direction == "send" and failure is None:
-            # The server closes the session once it holds every file; give it a moment.
-            deadline = time.monotonic() + 10
-            while check(prep) is not None and time.monotonic() < deadline:
-                time.sleep(0.1)
+            client = BrowserClient(prep, browsers.get(peer), browsers.harness, cert_hash)
+        # As the public runner: the test ends when either endpoint exits.
+        deadline = time.monotonic() + CLIENT_TIMEOUT
+        while not client.exited() and server.proc.poll() is None:
+            if time.monotonic() > deadline:
+                failure = f"neither endpoint exited within {CLIENT_TIMEOUT:.0f}s"
+                if prep.direction == "send":
+                    failure += " (the server must exit once it holds every file)"
+                break
+            time.sleep(0.05)
+        server_exited = server.proc.poll() is not None
+        if client.exited():
+            failure = failure or client.finish()
+        else:
+            client.stop()
         code = server.stop()
         if lossy is not None:
             seen, dropped = lossy.counts()
             note = f"{dropped} of {seen} datagrams dropped ({100 * dropped / max(seen, 1):.1f} %)"
         if failure is None and code != 0:
-            failure = f"server exited {code} on SIGTERM"
+            failure = f"server exited {code}" + ("" if server_exited else " on SIGTERM")
         if failure is None:
             expected = "" if peer == "firefox" and case == "handshake" else None
             failure = check(prep, expected_protocol=expected)
@@ -804,6 +854,8 @@ def run_cell(
     except Exception as exc:
         failure = f"{type(exc).__name__}: {exc}"
     finally:
+        if client is not None and not client.exited():
+            client.stop()
         if server is not None:
             server.stop()
         stack.close()

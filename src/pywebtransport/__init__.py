@@ -12,7 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from . import framework, shared, transport
 from .client import WebTransportClient
 from .framework import *  # noqa: F403 - the framework's __all__ is curated
-from .server import SessionHandler, WebTransportServer
+from .server import WebTransportServer
 from .shared import *  # noqa: F403 - the shared layer's __all__ is curated
 from .transport import *  # noqa: F403 - the transport layer's __all__ is curated
 
@@ -25,7 +25,6 @@ __all__ = [
     *framework.__all__,
     *shared.__all__,
     *transport.__all__,
-    "SessionHandler",
     "WebTransportClient",
     "WebTransportServer",
     "__version__",

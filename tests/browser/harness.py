@@ -59,12 +59,14 @@ __all__ = [
     "ChromiumBrowser",
     "FirefoxBrowser",
     "PageServer",
+    "RunningScenario",
     "ScenarioReport",
     "TestCertificate",
     "generate_test_certificate",
     "run_scenario",
     "run_scenario_report",
     "run_scenario_sync",
+    "start_scenario",
 ]
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
@@ -911,6 +913,60 @@ def run_scenario_sync(
     if not report.ok:
         raise AssertionError(report.describe())
     return report.result
+
+
+class RunningScenario:
+    """A scenario started by :func:`start_scenario`, running on the harness loop.
+
+    Poll it with :meth:`done`, collect its report with :meth:`report`, or end it early
+    with :meth:`stop` (its page is closed either way).
+    """
+
+    def __init__(self, server: PageServer, task: asyncio.Task[ScenarioReport]) -> None:
+        self._server = server
+        self._task = task
+
+    def done(self) -> bool:
+        """True once the page posted its result, failed or timed out."""
+        return self._task.done()
+
+    def report(self, timeout: float) -> ScenarioReport:
+        """Wait (blocking, at most ``timeout`` seconds) for the report."""
+
+        async def wait() -> ScenarioReport:
+            return await asyncio.shield(self._task)
+
+        return self._server.call(wait(), timeout)
+
+    def stop(self, timeout: float = 30) -> None:
+        """Cancel the scenario if it still runs and wait until its page is closed."""
+
+        async def cancel() -> None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+        self._server.call(cancel(), timeout)
+
+
+def start_scenario(
+    browser: Browser,
+    js_body: str,
+    *,
+    url: str,
+    cert_hash: bytes,
+    params: Mapping[str, Any] | None = None,
+    timeout: float = 30,
+    load_timeout: float = 30,
+) -> RunningScenario:
+    """Start a scenario without waiting for it (for callers that watch other processes)."""
+    coro = _run_on_harness(
+        browser, js_body, url, bytes(cert_hash), dict(params or {}), timeout, load_timeout
+    )
+
+    async def spawn() -> asyncio.Task[ScenarioReport]:
+        return asyncio.ensure_future(coro)
+
+    return RunningScenario(browser.server, browser.server.call(spawn(), 10))
 
 
 # --------------------------------------------------------------------------- certificate

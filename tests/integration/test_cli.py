@@ -321,4 +321,13 @@ async def test_upload_example(
     )
     assert code == 0, err
     assert "300000/300000" in out and "OK" in out
+    # Verified by default: the self-signed certificate is in no system store.
+    code, out, err = await run(upload, "send", str(payload), "--url", url)
+    assert code == 1 and "certificate" in err.lower(), (out, err)
+    code, out, err = await run(
+        upload, "send", str(payload), "--url", url, "--cert-hash", certificate.fingerprint
+    )
+    assert code == 0 and "OK" in out, err
+    code, _, err = await run(upload, "send", str(payload), "--url", url, "--cert-hash", "00")
+    assert code == 2 and "server_certificate_hashes" in err
     assert await stop(process) == 0

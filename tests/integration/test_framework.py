@@ -17,11 +17,12 @@ from pywebtransport import (
 from pywebtransport.framework import (
     MiddlewareRejected,
     ServerApp,
+    create_auth_middleware,
     create_cors_middleware,
     create_rate_limit_middleware,
     create_token_auth_middleware,
 )
-from pywebtransport.shared.exceptions import HandshakeError
+from pywebtransport.shared.exceptions import AuthenticationError, HandshakeError
 
 AppFactory = Callable[[], ServerApp]
 
@@ -86,6 +87,36 @@ async def test_unknown_path_is_404(
         with pytest.raises(HandshakeError) as info:
             await client.connect(app_url(app, "/nope"))
         assert info.value.status_code == 404
+
+
+@pytest.mark.timeout(20)
+async def test_authentication_error_rejects_the_session_with_401(
+    server_config: ServerConfig, client_config: ClientConfig, apps: list[ServerApp]
+) -> None:
+    app = ServerApp(server_config)
+    app.route("/echo")(echo_handler)
+
+    async def check_key(*, headers: dict[str, str]) -> bool:
+        if headers.get("x-key") == "expired":
+            raise AuthenticationError("key expired", auth_scheme="x-key")
+        return True
+
+    @app.middleware
+    async def users_only(*, session: WebTransportSession) -> None:
+        if session.query_params.get("user") != ["ada"]:
+            raise AuthenticationError("unknown user")
+
+    app.add_middleware(create_auth_middleware(check_key))
+    await start(app, apps)
+    async with WebTransportClient(client_config) as client:
+        with pytest.raises(HandshakeError) as info:
+            await client.connect(app_url(app, "/echo?user=bob"))
+        assert info.value.status_code == 401
+        with pytest.raises(HandshakeError) as info:
+            await client.connect(app_url(app, "/echo?user=ada"), headers={"x-key": "expired"})
+        assert info.value.status_code == 401
+        session = await client.connect(app_url(app, "/echo?user=ada"), headers={"x-key": "ok"})
+        assert await echo_once(session) == b"ping"
 
 
 @pytest.mark.timeout(20)

@@ -103,7 +103,8 @@ def test_client_defaults() -> None:
     assert config.ca_certs is None
     assert config.certfile is None
     assert config.keyfile is None
-    assert config.connect_timeout == 30.0
+    # 10 s like websockets' open timeout (the reference has 30 s): a typo'd port fails soon.
+    assert config.connect_timeout == 10.0
     assert config.connection_attempt_delay == 0.25
     assert config.headers == {}
     assert config.user_agent is None

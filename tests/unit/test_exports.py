@@ -28,6 +28,7 @@ SEED_NAMES = {
         "SessionState",
         "StreamDirection",
         "ConnectionState",
+        "EventType",
     ],
     "pywebtransport.shared.exceptions": [
         "WebTransportError",
@@ -48,6 +49,7 @@ SEED_NAMES = {
     ],
     "pywebtransport.shared.constants": ["ErrorCodes"],
     "pywebtransport.shared.utils": ["generate_self_signed_cert", "init_tracing"],
+    "pywebtransport.framework": ["SessionHandler", "ServerApp", "RequestRouter"],
 }
 
 
@@ -69,6 +71,7 @@ def test_top_level_all_is_union_of_subpackages() -> None:
             continue
         expected.update(module.__all__)
     assert set(pywebtransport.__all__) == expected
+    assert len(pywebtransport.__all__) == len(expected), "a name is listed twice"
     for name in pywebtransport.__all__:
         assert hasattr(pywebtransport, name), name
 

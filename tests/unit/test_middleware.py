@@ -20,7 +20,7 @@ from pywebtransport.framework import (
     create_rate_limit_middleware,
     create_token_auth_middleware,
 )
-from pywebtransport.shared.exceptions import WebTransportError
+from pywebtransport.shared.exceptions import AuthenticationError, WebTransportError
 from pywebtransport.transport.session import SessionCloseInfo
 
 
@@ -121,6 +121,34 @@ async def test_auth_middleware() -> None:
         raise RuntimeError
 
     assert await rejected_status(create_auth_middleware(broken), fake()) == 401
+
+
+@pytest.mark.timeout(5)
+async def test_authentication_error_rejects_with_401(caplog: pytest.LogCaptureFixture) -> None:
+    async def expired(*, headers: dict[str, str]) -> bool:
+        raise AuthenticationError("token expired", auth_scheme="bearer")
+
+    async def forbidden(*, headers: dict[str, str]) -> bool:
+        raise MiddlewareRejected(status_code=403)
+
+    assert await rejected_status(create_auth_middleware(expired), fake()) == 401
+    assert await rejected_status(create_auth_middleware(forbidden), fake()) == 403
+
+    async def plain(*, session: WebTransportSession) -> None:
+        raise AuthenticationError("no such user")
+
+    manager = MiddlewareManager()
+    manager.add_middleware(plain)
+    with (
+        caplog.at_level(logging.ERROR, logger="pywebtransport.framework"),
+        pytest.raises(MiddlewareRejected) as info,
+    ):
+        await manager.process_request(fake())
+    assert info.value.status_code == 401
+    assert "no such user" in info.value.message
+    assert isinstance(info.value.__cause__, AuthenticationError)
+    # A refusal, not a bug: no traceback in the error log.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 @pytest.mark.timeout(5)

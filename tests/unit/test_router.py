@@ -104,7 +104,9 @@ def test_remove_and_stats() -> None:
     router = RequestRouter()
     router.add_route("/a", handler_a)
     router.add_pattern_route("/p/{x}", handler_b)
-    assert router.get_all_routes() == {"/a": handler_a, "/p/{x}": handler_b}
+    # As in the reference: exact routes only; patterns have their own accessor.
+    assert router.get_all_routes() == {"/a": handler_a}
+    assert router.get_all_pattern_routes() == {"/p/{x}": handler_b}
     assert router.get_route_stats() == {
         "exact_routes": 1,
         "pattern_routes": 1,
@@ -114,4 +116,5 @@ def test_remove_and_stats() -> None:
     router.remove_pattern_route(pattern="/p/{x}")
     router.remove_route("/missing")
     assert router.get_all_routes() == {}
+    assert router.get_all_pattern_routes() == {}
     assert router.route_request(session("/p/1")) is None

@@ -145,8 +145,6 @@ def test_js_hash() -> None:
         not_after=datetime.datetime.now(datetime.UTC),
     )
     assert info.js_hash() == "[0, 1, 255]"
-    with pytest.raises(TypeError):
-        _certfile, _keyfile = info  # type: ignore[misc]
 
 
 def test_certificate_sha256_errors(tmp_path: Path) -> None:
@@ -268,3 +266,17 @@ def test_varint_decode_accepts_non_minimal(data: bytes) -> None:
         value, end = result
         assert end == length
         assert value == int.from_bytes(data[:length], "big") & ((1 << (8 * length - 2)) - 1)
+
+
+def test_certificate_info_unpacks_like_the_reference_tuple(tmp_path: Path) -> None:
+    info = generate_self_signed_cert(hostname="localhost", output_dir=str(tmp_path))
+    ca_cert, cert, key = info
+    assert (ca_cert, cert, key) == (info.certfile, info.certfile, info.keyfile)
+    assert len(info) == 3
+    assert (info[0], info[1], info[2], info[-1]) == (ca_cert, cert, key, key)
+    assert list(info) == [ca_cert, cert, key]
+    with pytest.raises(IndexError):
+        info[3]
+    # The attributes stay.
+    assert len(info.sha256) == 32 and info.fingerprint == info.sha256.hex()
+    assert info.js_hash().startswith("[")

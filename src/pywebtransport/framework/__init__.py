@@ -3,10 +3,14 @@
 Built on `WebTransportServer`: routes map request paths to handlers,
 middleware accept or refuse requested sessions, and startup/shutdown hooks
 frame the server's life. See the framework guide in the docs.
+
+`SessionHandler` (the type of a handler serving one session) is defined in
+`pywebtransport.server` and re-exported here, where the reference library has it.
 """
 
 from __future__ import annotations
 
+from ..server import SessionHandler
 from .app import LifecycleHook, ServerApp
 from .groups import (
     DeliverCallback,
@@ -49,6 +53,7 @@ __all__ = [
     "RequestRouter",
     "RouteHandler",
     "ServerApp",
+    "SessionHandler",
     "StatefulMiddlewareProtocol",
     "compile_pattern",
     "create_auth_middleware",

@@ -22,7 +22,8 @@ Per requested session the app routes the path (query string ignored; no
 route → 404), runs the middleware chain (`MiddlewareRejected` → its status),
 accepts, then awaits `handler(session, **params)`. When the handler returns
 the session closes cleanly; when it raises, the error is logged once with its
-traceback and only that session closes, with `ErrorCodes.APP_INTERNAL_ERROR`.
+traceback and only that session closes, with `ErrorCodes.APP_GENERIC_ERROR`
+(0x1001; `APP_INTERNAL_ERROR` is an alias).
 """
 
 from __future__ import annotations

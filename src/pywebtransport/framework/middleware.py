@@ -5,6 +5,8 @@ requested (not yet accepted) `WebTransportSession`. It lets the session
 through by returning and refuses it by raising
 `MiddlewareRejected(status_code=...)`; the client then sees that HTTP status
 (`HandshakeError.status_code` with our client; browsers only see a failure).
+Raising `AuthenticationError` refuses it with 401; any other exception is a
+bug in the middleware: it is logged and the session refused with 500.
 
 Ready-made middleware:
 
@@ -28,7 +30,7 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from ..shared.exceptions import WebTransportError
+from ..shared.exceptions import AuthenticationError, WebTransportError
 from ..transport.session import SessionCloseInfo, WebTransportSession
 
 __all__ = [
@@ -161,18 +163,28 @@ class MiddlewareManager:
             session: The requested session.
 
         Raises:
-            MiddlewareRejected: A middleware refused the session; any other
-                exception from a middleware is logged and becomes
-                `MiddlewareRejected(status_code=500)`.
+            MiddlewareRejected: A middleware refused the session. An
+                `AuthenticationError` from a middleware becomes
+                `MiddlewareRejected(status_code=401)`; any other exception is
+                logged and becomes `MiddlewareRejected(status_code=500)`.
         """
         for middleware in self._middleware:
             try:
                 await middleware(session=session)
             except MiddlewareRejected:
                 raise
+            except AuthenticationError as exc:
+                raise _unauthorized(exc) from exc
             except Exception as exc:
                 logger.exception("middleware %r failed for %r", middleware, session.path)
                 raise MiddlewareRejected(f"middleware failed: {exc!r}", status_code=500) from exc
+
+
+def _unauthorized(exc: AuthenticationError) -> MiddlewareRejected:
+    return MiddlewareRejected(
+        f"authentication failed: {exc.message}" if exc.message else "authentication failed",
+        status_code=401,
+    )
 
 
 def _header_dict(session: WebTransportSession) -> dict[str, str]:
@@ -196,7 +208,10 @@ def create_auth_middleware(
     Args:
         auth_handler: `async def auth(*, headers: dict[str, str]) -> bool`;
             headers have lowercased names (pseudo-headers such as `:path`
-            included). An exception from it counts as a refusal.
+            included). Returning False or raising `AuthenticationError`
+            refuses the session with 401; `MiddlewareRejected` refuses it with
+            its own status; any other exception is logged and counts as a
+            refusal (401).
 
     Returns:
         The middleware (refuses with 401).
@@ -205,6 +220,10 @@ def create_auth_middleware(
     async def auth_middleware(*, session: WebTransportSession) -> None:
         try:
             allowed = await auth_handler(headers=_header_dict(session))
+        except MiddlewareRejected:
+            raise
+        except AuthenticationError as exc:
+            raise _unauthorized(exc) from exc
         except Exception as exc:
             logger.warning("auth handler failed for %r: %r", session.path, exc)
             raise MiddlewareRejected("authentication error", status_code=401) from exc

@@ -137,15 +137,22 @@ class RequestRouter:
         return self._routes.get(path)
 
     def get_all_routes(self) -> dict[str, RouteHandler]:
-        """Return every route, exact ones first, then patterns in match order.
+        """Return the exact routes, as the reference library does.
+
+        Pattern routes are listed by `get_all_pattern_routes()`.
 
         Returns:
-            A new dict from path or pattern to handler.
+            A new dict from path to handler.
         """
-        routes = dict(self._routes)
-        for pattern, _, handler in self._patterns:
-            routes[pattern] = handler
-        return routes
+        return dict(self._routes)
+
+    def get_all_pattern_routes(self) -> dict[str, RouteHandler]:
+        """Return the pattern routes in match order.
+
+        Returns:
+            A new dict from pattern (as given to `add_pattern_route`) to handler.
+        """
+        return {pattern: handler for pattern, _, handler in self._patterns}
 
     def get_route_stats(self) -> dict[str, Any]:
         """Return route counts.

@@ -49,7 +49,6 @@ from .events import (
     Event,
     EventEmitter,
     EventHandler,
-    EventType,
 )
 from .exceptions import (
     AuthenticationError,
@@ -73,6 +72,7 @@ from .types import (
     Buffer,
     ConnectionState,
     ErrorCode,
+    EventType,
     Headers,
     SessionId,
     SessionState,

@@ -13,6 +13,9 @@ Example:
 
     session.events.on(EventType.DATAGRAM_RECEIVED, on_datagram)
     ```
+
+`EventType` is defined in `pywebtransport.shared.types` (as in the reference
+library) and re-exported here; each member's documentation lists its data keys.
 """
 
 from __future__ import annotations
@@ -24,34 +27,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, TypeAlias
+
+from .types import EventType
 
 __all__ = ["Event", "EventEmitter", "EventHandler", "EventType"]
 
 logger = logging.getLogger("pywebtransport.events")
-
-
-class EventType(StrEnum):
-    """Names of the events emitted by the library (values match the reference library)."""
-
-    CONNECTION_ESTABLISHED = "connection_established"
-    CONNECTION_CLOSED = "connection_closed"
-    SESSION_REQUEST = "session_request"
-    SESSION_PENDING = "session_pending"
-    SESSION_READY = "session_ready"
-    SESSION_CLOSED = "session_closed"
-    SESSION_DRAINING = "session_draining"
-    SESSION_DATA_BLOCKED = "session_data_blocked"
-    SESSION_STREAMS_BLOCKED = "session_streams_blocked"
-    SESSION_MAX_DATA_UPDATED = "session_max_data_updated"
-    SESSION_MAX_STREAMS_BIDI_UPDATED = "session_max_streams_bidi_updated"
-    SESSION_MAX_STREAMS_UNI_UPDATED = "session_max_streams_uni_updated"
-    DATAGRAM_RECEIVED = "datagram_received"
-    STREAM_OPENED = "stream_opened"
-    STREAM_CLOSED = "stream_closed"
-    STREAM_RESET_RECEIVED = "stream_reset_received"
-    STOP_SENDING_RECEIVED = "stop_sending_received"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,24 +1,29 @@
 """The exception hierarchy of pywebtransport.
 
 Every exception the library raises on purpose derives from `WebTransportError`,
-which carries a numeric `error_code` (an `ErrorCodes` value, or the code a peer
-sent) and optional `details`::
+which carries a numeric `error_code` (the code a peer sent, or the class's
+default from `ErrorCodes`, shown in brackets) and optional `details`::
 
-    WebTransportError
-    ├── ConnectionError
-    ├── SessionError
-    │   └── SessionClosedError
-    ├── StreamError
-    │   └── FlowControlError
-    ├── DatagramError
-    ├── ProtocolError
-    ├── TimeoutError            (also the builtin TimeoutError)
-    ├── ConfigurationError      (also ValueError)
-    ├── ClientError
-    │   └── HandshakeError
-    ├── ServerError
-    ├── CertificateError
-    └── AuthenticationError
+    WebTransportError             (APP_GENERIC_ERROR)
+    ├── ConnectionError           (APP_GENERIC_ERROR; also the builtin ConnectionError)
+    ├── SessionError              (LIB_SESSION_STATE_ERROR)
+    │   └── SessionClosedError    (APP_NO_ERROR)
+    ├── StreamError               (LIB_STREAM_STATE_ERROR)
+    │   └── FlowControlError      (WT_FLOW_CONTROL_ERROR)
+    ├── DatagramError             (APP_GENERIC_ERROR)
+    ├── ProtocolError             (H3_GENERAL_PROTOCOL_ERROR)
+    ├── TimeoutError              (APP_OPERATION_TIMEOUT; also the builtin TimeoutError)
+    ├── ConfigurationError        (APP_INVALID_REQUEST; also ValueError)
+    ├── ClientError               (APP_INVALID_REQUEST)
+    │   └── HandshakeError        (APP_GENERIC_ERROR)
+    ├── ServerError               (APP_SERVICE_UNAVAILABLE)
+    ├── CertificateError          (APP_AUTHENTICATION_FAILED)
+    └── AuthenticationError       (APP_AUTHENTICATION_FAILED)
+
+The defaults are the reference library's. Because `ConnectionError` and
+`TimeoutError` also derive from the builtins of the same name (and so from
+`OSError`), `except ConnectionError:` and `except TimeoutError:` catch them
+whichever of the two names is in scope.
 
 `remote` tells whether the peer (``True``) or this endpoint (``False``) caused
 the condition, where that is known.
@@ -27,7 +32,10 @@ the condition, where that is known.
 from __future__ import annotations
 
 import builtins
-from typing import Any
+import re
+from typing import Any, ClassVar, Self
+
+from .constants import ErrorCodes
 
 __all__ = [
     "AuthenticationError",
@@ -47,23 +55,61 @@ __all__ = [
     "WebTransportError",
 ]
 
+# As in the reference library: codes after which retrying cannot help, and codes
+# of conditions that may pass.
+_FATAL_ERROR_CODES = frozenset(
+    {
+        ErrorCodes.APP_AUTHENTICATION_FAILED,
+        ErrorCodes.APP_PERMISSION_DENIED,
+        ErrorCodes.H3_CLOSED_CRITICAL_STREAM,
+        ErrorCodes.H3_INTERNAL_ERROR,
+        ErrorCodes.LIB_CONNECTION_STATE_ERROR,
+        ErrorCodes.LIB_INTERNAL_ERROR,
+        ErrorCodes.QUIC_AEAD_LIMIT_REACHED,
+        ErrorCodes.QUIC_CRYPTO_BUFFER_EXCEEDED,
+        ErrorCodes.QUIC_FLOW_CONTROL_ERROR,
+        ErrorCodes.QUIC_FRAME_ENCODING_ERROR,
+        ErrorCodes.QUIC_INTERNAL_ERROR,
+        ErrorCodes.QUIC_PROTOCOL_VIOLATION,
+        ErrorCodes.WT_ALPN_ERROR,
+    }
+)
+_RETRIABLE_ERROR_CODES = frozenset(
+    {
+        ErrorCodes.APP_CONNECTION_TIMEOUT,
+        ErrorCodes.APP_OPERATION_TIMEOUT,
+        ErrorCodes.APP_RESOURCE_EXHAUSTED,
+        ErrorCodes.APP_SERVICE_UNAVAILABLE,
+        ErrorCodes.H3_EXCESSIVE_LOAD,
+        ErrorCodes.QUIC_CONNECTION_REFUSED,
+    }
+)
+_CAMEL_BOUNDARY = re.compile(r"(?<!^)(?=[A-Z])")
+
 
 class WebTransportError(Exception):
     """Root of every pywebtransport exception.
 
+    `str()` of an error is its message, followed by the code when one was
+    passed explicitly (a class default is not repeated there).
+
     Args:
         message: What went wrong and, where possible, what to do about it.
-        error_code: The numeric code involved (ours or the peer's).
+        error_code: The numeric code involved (ours or the peer's); None
+            selects the class's `default_error_code`.
         details: Extra structured information for logs and diagnostics.
         remote: True when the peer caused the condition, False when we did,
             None when unknown.
 
     Attributes:
         message: The human-readable message.
-        error_code: The numeric code, or None.
+        error_code: The numeric code (always an int).
         details: Extra structured information.
         remote: Who caused the condition, where known.
     """
+
+    default_error_code: ClassVar[int] = ErrorCodes.APP_GENERIC_ERROR
+    """The `error_code` of an instance created without one."""
 
     def __init__(
         self,
@@ -75,32 +121,116 @@ class WebTransportError(Exception):
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.error_code = error_code
+        self._code_given = error_code is not None
+        self.error_code: int = self.default_error_code if error_code is None else error_code
         self.details: dict[str, Any] = dict(details) if details else {}
         self.remote = remote
 
     def __str__(self) -> str:
-        if self.error_code is None:
+        if not self._code_given:
             return self.message
         return f"{self.message} (error code {self.error_code:#x})"
+
+    @classmethod
+    def from_cause(
+        cls,
+        message: str,
+        *,
+        cause: BaseException,
+        error_code: int | None = None,
+        details: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Self:
+        """Builds an error that inherits the code and details of another exception.
+
+        Chain it yourself: `raise StreamError.from_cause("...", cause=exc) from exc`.
+
+        Args:
+            message: What went wrong.
+            cause: The exception being translated; its `error_code` and
+                `details` (when it has them) are inherited.
+            error_code: Overrides the inherited code.
+            details: Merged over the inherited details.
+            **kwargs: Further keyword arguments of the class (e.g. `stream_id`).
+
+        Returns:
+            The new exception (not raised).
+        """
+        inherited = getattr(cause, "error_code", None)
+        merged = dict(getattr(cause, "details", None) or {})
+        merged.update(details or {})
+        code = error_code if error_code is not None else inherited
+        return cls(
+            message,
+            error_code=code if isinstance(code, int) else None,
+            details=merged,
+            **kwargs,
+        )
+
+    @property
+    def category(self) -> str:
+        """The class name in snake case without `Error`, e.g. `"flow_control"`."""
+        name = type(self).__name__.removesuffix("Error")
+        return _CAMEL_BOUNDARY.sub("_", name).lower()
+
+    @property
+    def is_fatal(self) -> bool:
+        """True when `error_code` is one after which retrying cannot help."""
+        return self.error_code in _FATAL_ERROR_CODES
+
+    @property
+    def is_retriable(self) -> bool:
+        """True when `error_code` names a condition that may pass (timeouts, load)."""
+        return self.error_code in _RETRIABLE_ERROR_CODES
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-friendly description of the error.
 
         Returns:
-            A dictionary with the type, message, code, details and fault side.
+            A dictionary with the type, category, message, code, details, fault
+            side, `is_fatal` and `is_retriable`, plus the subclass's own
+            attributes (such as `stream_id`).
         """
-        return {
+        data: dict[str, Any] = {
             "type": type(self).__name__,
+            "category": self.category,
             "message": self.message,
             "error_code": self.error_code,
             "details": self.details,
             "remote": self.remote,
+            "is_fatal": self.is_fatal,
+            "is_retriable": self.is_retriable,
         }
+        for key, value in vars(self).items():
+            if key not in data and not key.startswith("_"):
+                data[key] = str(value) if isinstance(value, BaseException) else value
+        return data
 
 
-class ConnectionError(WebTransportError):
-    """A QUIC connection failed, was refused or closed unexpectedly."""
+class ConnectionError(WebTransportError, builtins.ConnectionError):
+    """A QUIC connection failed, was refused or closed unexpectedly.
+
+    It is also a builtin `ConnectionError` (and so an `OSError`), so existing
+    ``except ConnectionError`` handlers catch it.
+
+    Args:
+        message: What went wrong.
+        connection_handle: The connection involved, where known.
+        remote_address: The peer's address, where known.
+        **kwargs: Passed to `WebTransportError`.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        connection_handle: int | None = None,
+        remote_address: tuple[str, int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.connection_handle = connection_handle
+        self.remote_address = remote_address
 
 
 class SessionError(WebTransportError):
@@ -112,6 +242,8 @@ class SessionError(WebTransportError):
         reason: The reason the peer gave, where it closed the session.
         **kwargs: Passed to `WebTransportError`.
     """
+
+    default_error_code: ClassVar[int] = ErrorCodes.LIB_SESSION_STATE_ERROR
 
     def __init__(
         self,
@@ -129,6 +261,8 @@ class SessionError(WebTransportError):
 class SessionClosedError(SessionError):
     """The session is closed; `error_code` and `reason` say how it closed."""
 
+    default_error_code: ClassVar[int] = ErrorCodes.APP_NO_ERROR
+
     def __init__(self, message: str = "Session is closed", **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
 
@@ -145,13 +279,36 @@ class StreamError(WebTransportError):
         **kwargs: Passed to `WebTransportError`.
     """
 
+    default_error_code: ClassVar[int] = ErrorCodes.LIB_STREAM_STATE_ERROR
+
     def __init__(self, message: str = "", *, stream_id: int | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.stream_id = stream_id
 
 
 class FlowControlError(StreamError):
-    """A flow-control limit was violated."""
+    """A flow-control limit was violated.
+
+    Args:
+        message: What went wrong.
+        actual: The amount sent or requested, where known.
+        limit: The limit it exceeded, where known.
+        **kwargs: Passed to `StreamError` (e.g. `stream_id`).
+    """
+
+    default_error_code: ClassVar[int] = ErrorCodes.WT_FLOW_CONTROL_ERROR
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        actual: int | None = None,
+        limit: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.actual = actual
+        self.limit = limit
 
 
 class DatagramError(WebTransportError):
@@ -178,7 +335,19 @@ class DatagramError(WebTransportError):
 
 
 class ProtocolError(WebTransportError):
-    """The peer (or we) violated the WebTransport / HTTP/3 protocol."""
+    """The peer (or we) violated the WebTransport / HTTP/3 protocol.
+
+    Args:
+        message: What went wrong.
+        frame_type: The frame or capsule type involved, where known.
+        **kwargs: Passed to `WebTransportError`.
+    """
+
+    default_error_code: ClassVar[int] = ErrorCodes.H3_GENERAL_PROTOCOL_ERROR
+
+    def __init__(self, message: str = "", *, frame_type: int | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.frame_type = frame_type
 
 
 class TimeoutError(WebTransportError, builtins.TimeoutError):
@@ -192,6 +361,8 @@ class TimeoutError(WebTransportError, builtins.TimeoutError):
         operation: Name of the operation, e.g. ``"connect"``.
         **kwargs: Passed to `WebTransportError`.
     """
+
+    default_error_code: ClassVar[int] = ErrorCodes.APP_OPERATION_TIMEOUT
 
     def __init__(self, message: str = "", *, operation: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
@@ -207,6 +378,8 @@ class ConfigurationError(WebTransportError, ValueError):
         config_value: The rejected value.
         **kwargs: Passed to `WebTransportError`.
     """
+
+    default_error_code: ClassVar[int] = ErrorCodes.APP_INVALID_REQUEST
 
     def __init__(
         self,
@@ -230,6 +403,8 @@ class ClientError(WebTransportError):
         **kwargs: Passed to `WebTransportError`.
     """
 
+    default_error_code: ClassVar[int] = ErrorCodes.APP_INVALID_REQUEST
+
     def __init__(self, message: str = "", *, url: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.url = url
@@ -241,12 +416,23 @@ class HandshakeError(ClientError):
     Args:
         message: What went wrong.
         status_code: The HTTP status the server answered, where it answered.
+        stage: The step of the handshake that failed, where known.
         **kwargs: Passed to `ClientError`.
     """
 
-    def __init__(self, message: str = "", *, status_code: int | None = None, **kwargs: Any) -> None:
+    default_error_code: ClassVar[int] = ErrorCodes.APP_GENERIC_ERROR
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        status_code: int | None = None,
+        stage: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(message, **kwargs)
         self.status_code = status_code
+        self.stage = stage
 
 
 class ServerError(WebTransportError):
@@ -257,6 +443,8 @@ class ServerError(WebTransportError):
         bind_address: The address the server tried to use.
         **kwargs: Passed to `WebTransportError`.
     """
+
+    default_error_code: ClassVar[int] = ErrorCodes.APP_SERVICE_UNAVAILABLE
 
     def __init__(
         self, message: str = "", *, bind_address: tuple[str, int] | None = None, **kwargs: Any
@@ -274,10 +462,28 @@ class CertificateError(WebTransportError):
         **kwargs: Passed to `WebTransportError`.
     """
 
+    default_error_code: ClassVar[int] = ErrorCodes.APP_AUTHENTICATION_FAILED
+
     def __init__(self, message: str = "", *, path: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.path = path
 
 
 class AuthenticationError(WebTransportError):
-    """Authentication of a peer failed."""
+    """Authentication of a peer failed.
+
+    In a `ServerApp`, a middleware (or the `auth_handler` of
+    `create_auth_middleware`) that raises `AuthenticationError` rejects the
+    requested session with HTTP status 401, like `MiddlewareRejected(status_code=401)`.
+
+    Args:
+        message: Why authentication failed (logged, never sent to the client).
+        auth_scheme: The scheme that failed, e.g. `"bearer"`, where relevant.
+        **kwargs: Passed to `WebTransportError`.
+    """
+
+    default_error_code: ClassVar[int] = ErrorCodes.APP_AUTHENTICATION_FAILED
+
+    def __init__(self, message: str = "", *, auth_scheme: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.auth_scheme = auth_scheme

@@ -6,6 +6,9 @@ Example:
 
     cert = generate_self_signed_cert("localhost", output_dir="certs")
     print(cert.fingerprint)  # give this to the browser's serverCertificateHashes
+
+    # Unpacks like the reference library's (ca_cert, cert, key) tuple:
+    ca_cert, certfile, keyfile = generate_self_signed_cert(hostname="localhost")
     ```
 """
 
@@ -18,6 +21,7 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,8 +53,12 @@ _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 class CertificateInfo:
     """What `generate_self_signed_cert()` wrote.
 
-    Deliberately not a tuple: the reference library returns a tuple of paths,
-    and unpacking ours fails loudly instead of silently mixing up fields.
+    It also unpacks like the reference library's return value, a
+    `(ca_cert, cert, key)` tuple of paths: `ca_cert, cert, key = info`
+    (`info[0]`, `info[1]`, `info[2]` and `len(info) == 3` work too). The
+    certificate is self-signed, so it is its own CA file: `ca_cert` and `cert`
+    are both `certfile` (pass it as `ClientConfig(ca_certs=...)` to verify the
+    server), and no separate `<host>_ca.crt` is written.
 
     Attributes:
         certfile: Path of the PEM certificate.
@@ -80,6 +88,32 @@ class CertificateInfo:
         """
         return "[" + ", ".join(str(byte) for byte in self.sha256) + "]"
 
+    def _as_reference_tuple(self) -> tuple[str, str, str]:
+        # The self-signed certificate doubles as the CA file of the reference's tuple.
+        return (self.certfile, self.certfile, self.keyfile)
+
+    def __iter__(self) -> Iterator[str]:
+        """Yields `certfile` (as the CA file), `certfile` and `keyfile`."""
+        return iter(self._as_reference_tuple())
+
+    def __len__(self) -> int:
+        """Always 3, the length of the reference library's tuple."""
+        return 3
+
+    def __getitem__(self, index: int) -> str:
+        """Indexes the `(ca_cert, cert, key)` view: 0 and 1 are `certfile`, 2 is `keyfile`.
+
+        Args:
+            index: 0, 1 or 2 (negative indexes count from the end).
+
+        Returns:
+            The path.
+
+        Raises:
+            IndexError: `index` is out of range.
+        """
+        return self._as_reference_tuple()[index]
+
 
 def generate_self_signed_cert(
     hostname: str = "localhost",
@@ -108,7 +142,9 @@ def generate_self_signed_cert(
             hashes) or `"rsa-2048"` (warns: only usable with CA verification).
 
     Returns:
-        The file paths, the SHA-256 digest and fingerprint, and the expiry.
+        The file paths, the SHA-256 digest and fingerprint, and the expiry. It
+        also unpacks as the reference library's `(ca_cert, cert, key)`, where
+        `ca_cert` is the self-signed certificate itself.
 
     Raises:
         ValueError: `hostname`, `validity_days` or `key_type` is invalid.
