@@ -27,7 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .shared.config import ClientConfig
-from .shared.events import EventEmitter
+from .shared.events import EventEmitter, EventType
 from .shared.exceptions import (
     CertificateError,
     ClientError,
@@ -233,9 +233,14 @@ class WebTransportClient(EventEmitter):
         engine = await self._race(targets, quic_config, config.connection_attempt_delay)
         conn = WebTransportConnection(engine)
         engine.authority = authority
+        engine.on_session_pending = self._on_session_pending
         engine.on_session_ready = self._on_session_ready
         engine.on_session_closed = self._on_session_closed
         engine.on_closed = self._on_connection_closed
+        if self.has_listeners(EventType.CONNECTION_ESTABLISHED):
+            self.emit_nowait(
+                EventType.CONNECTION_ESTABLISHED, engine.established_event_data(), self
+            )
         if not self._connection_manager.try_add(conn):
             engine.abort()
             raise ClientError(f"max_connections={config.max_connections} reached", url=url)
@@ -337,6 +342,16 @@ class WebTransportClient(EventEmitter):
             raise
         return engine
 
+    def _on_session_pending(self, record: SessionRecord) -> None:
+        if self.has_listeners(EventType.SESSION_PENDING):
+            data = {
+                "session_id": record.session_id,
+                "path": record.path,
+                "headers": record.headers,
+                "session": record.owner,
+            }
+            self.emit_nowait(EventType.SESSION_PENDING, data, self)
+
     def _on_session_ready(self, record: SessionRecord) -> None:
         self._session_manager.try_add(record.owner)
 
@@ -353,6 +368,8 @@ class WebTransportClient(EventEmitter):
     def _on_connection_closed(self, engine: ConnectionEngine) -> None:
         if engine.connection is not None:
             self._connection_manager.discard(engine.connection)
+        if self.has_listeners(EventType.CONNECTION_CLOSED):
+            self.emit_nowait(EventType.CONNECTION_CLOSED, engine.closed_event_data(), self)
 
     async def close(self) -> None:
         """Close every session and connection of this client (idempotent).

@@ -280,6 +280,7 @@ class WebTransportServer(EventEmitter):
         engine.on_session_request = self._on_session_request
         engine.on_session_closed = self._on_session_closed
         engine.on_closed = self._on_connection_closed
+        engine.on_established = self._on_connection_established
         if self._closing or not self._connection_manager.try_add(conn):
             # Refused once the handshake is done: aioquic cannot close before it starts.
             quic.close(error_code=ErrorCodes.QUIC_CONNECTION_REFUSED, reason_phrase="server busy")
@@ -302,7 +303,15 @@ class WebTransportServer(EventEmitter):
         if timer is not None:
             timer.cancel()
 
+    def _on_connection_established(self, engine: ConnectionEngine) -> None:
+        if self.has_listeners(EventType.CONNECTION_ESTABLISHED):
+            self.emit_nowait(
+                EventType.CONNECTION_ESTABLISHED, engine.established_event_data(), self
+            )
+
     def _on_connection_closed(self, engine: ConnectionEngine) -> None:
+        if self.has_listeners(EventType.CONNECTION_CLOSED):
+            self.emit_nowait(EventType.CONNECTION_CLOSED, engine.closed_event_data(), self)
         # A pending handshake timer would keep the closed connection alive until it fires.
         self._handshake_settled(engine)
         if self._endpoint is not None:

@@ -106,18 +106,23 @@ class EventType(StrEnum):
     """Names of the events emitted by the library (values match the reference library).
 
     Listen with `emitter.on(EventType.X, handler)`; the handler receives an `Event`
-    whose `data` is a dict with the keys listed under each member. Some members are
-    defined for compatibility with the reference library but not emitted yet: they
-    say so.
+    whose `data` is a dict with the keys listed under each member. Events are built
+    only while a listener is registered, so unused ones cost nothing.
     """
 
     CONNECTION_ESTABLISHED = "connection_established"
-    """Not emitted yet."""
+    """A QUIC handshake completed, on the `WebTransportServer` (each connection) and the
+    `WebTransportClient` (each connection it opened); `source` is the server or client.
+
+    Data keys: `handle` and `connection_handle` (int, the connection's handle),
+    `connection` (`WebTransportConnection`), `remote_address` (the peer's address)."""
     CONNECTION_CLOSED = "connection_closed"
-    """A QUIC connection closed, on `connection.events`; `source` is the connection.
+    """A QUIC connection closed, on `connection.events` (`source`: the connection) and
+    on the `WebTransportServer` / `WebTransportClient` that owns it (`source`: it).
 
     Data keys: `error_code` (int, the QUIC or HTTP/3 code of the close), `reason`
-    (str), `handle` (int, the connection's handle)."""
+    (str), `handle` and `connection_handle` (int, the connection's handle),
+    `connection` (`WebTransportConnection`)."""
     SESSION_REQUEST = "session_request"
     """A client asked for a session, on the `WebTransportServer`; `source` is the server.
 
@@ -127,7 +132,11 @@ class EventType(StrEnum):
     (`WebTransportConnection`), `session_id` (int), `path` (str, with the query
     string), `headers` (list of `(bytes, bytes)` pairs, pseudo-headers included)."""
     SESSION_PENDING = "session_pending"
-    """Not emitted yet."""
+    """A client sent a session's CONNECT, on the `WebTransportClient`; `source` is the
+    client. `SESSION_READY` (on the session) or an exception from `connect()` follows.
+
+    Data keys: `session_id` (int), `path` (str), `headers` (list of `(bytes, bytes)`,
+    empty until the answer), `session` (`WebTransportSession`)."""
     SESSION_READY = "session_ready"
     """The session was accepted (server) or its CONNECT answered with a 2xx (client),
     on `session.events`; `source` is the session.
@@ -144,15 +153,30 @@ class EventType(StrEnum):
 
     Data keys: `session_id` (int)."""
     SESSION_DATA_BLOCKED = "session_data_blocked"
-    """Not emitted yet."""
+    """The peer reported it is blocked by the session's data limit (WT_DATA_BLOCKED,
+    draft-15), on `session.events`; the library grants more as the application reads.
+
+    Data keys: `session_id` (int), `max_data` (int, the limit it is blocked at)."""
     SESSION_STREAMS_BLOCKED = "session_streams_blocked"
-    """Not emitted yet."""
+    """The peer reported it is blocked by the session's stream limit
+    (WT_STREAMS_BLOCKED_BIDI/UNI, draft-15), on `session.events`.
+
+    Data keys: `session_id` (int), `max_streams` (int), `is_unidirectional` (bool)."""
     SESSION_MAX_DATA_UPDATED = "session_max_data_updated"
-    """Not emitted yet."""
+    """The peer raised the data the session may send (WT_MAX_DATA, draft-15), on
+    `session.events`.
+
+    Data keys: `session_id` (int), `max_data` (int, the new limit)."""
     SESSION_MAX_STREAMS_BIDI_UPDATED = "session_max_streams_bidi_updated"
-    """Not emitted yet."""
+    """The peer raised the bidirectional streams the session may open
+    (WT_MAX_STREAMS_BIDI, draft-15), on `session.events`.
+
+    Data keys: `session_id` (int), `max_streams` (int, the new limit)."""
     SESSION_MAX_STREAMS_UNI_UPDATED = "session_max_streams_uni_updated"
-    """Not emitted yet."""
+    """The peer raised the unidirectional streams the session may open
+    (WT_MAX_STREAMS_UNI, draft-15), on `session.events`.
+
+    Data keys: `session_id` (int), `max_streams` (int, the new limit)."""
     DATAGRAM_RECEIVED = "datagram_received"
     """A datagram arrived, on `session.events`; `source` is the session.
 
@@ -164,8 +188,19 @@ class EventType(StrEnum):
     Data keys: `stream` (`WebTransportStream` or `WebTransportReceiveStream`),
     `stream_id` (int)."""
     STREAM_CLOSED = "stream_closed"
-    """Not emitted yet."""
+    """Both halves of a stream are done (FIN or reset each way, or the session ended),
+    on `stream.events` and `session.events`; `source` is the stream.
+
+    Data keys: `stream_id` (int), `session_id` (int), `stream` (the stream object)."""
     STREAM_RESET_RECEIVED = "stream_reset_received"
-    """Not emitted yet."""
+    """The peer reset a stream (RESET_STREAM), on `stream.events` and `session.events`;
+    `source` is the stream. Reads then raise `StreamError` with the code.
+
+    Data keys: `stream_id` (int), `error_code` (int, the peer's application code, or
+    None when it sent no WebTransport code), `stream` (the stream object)."""
     STOP_SENDING_RECEIVED = "stop_sending_received"
-    """Not emitted yet."""
+    """The peer asked us to stop sending (STOP_SENDING), on `stream.events` and
+    `session.events`; `source` is the stream. Writes then raise `StreamError`.
+
+    Data keys: `stream_id` (int), `error_code` (int or None, as above), `stream`
+    (the stream object)."""

@@ -243,6 +243,8 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         self.on_session_closed: Callable[[SessionRecord], None] | None = None
         self.on_closed: Callable[[ConnectionEngine], None] | None = None
         self.on_established: Callable[[ConnectionEngine], None] | None = None
+        self.on_session_pending: Callable[[SessionRecord], None] | None = None
+        """Client side: called when a session's CONNECT was sent."""
         self.on_cid_issued: Callable[[bytes], None] | None = None
         self.on_cid_retired: Callable[[bytes], None] | None = None
 
@@ -352,13 +354,6 @@ class ConnectionEngine(asyncio.DatagramProtocol):
                 "client" if self.is_client else "server",
                 event.alpn_protocol,
             )
-            emitter = self.emitter
-            if emitter is not None and emitter.has_listeners(EventType.CONNECTION_ESTABLISHED):
-                emitter.emit_nowait(
-                    EventType.CONNECTION_ESTABLISHED,
-                    {"handle": self.handle, "remote_address": _aioquic.peer_address(self.quic)},
-                    self.connection,
-                )
             if self.on_established is not None:
                 self.on_established(self)
         elif isinstance(event, qe.ConnectionIdIssued):
@@ -658,9 +653,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         emitter = self.emitter
         if emitter is not None and emitter.has_listeners(EventType.CONNECTION_CLOSED):
             emitter.emit_nowait(
-                EventType.CONNECTION_CLOSED,
-                {"handle": self.handle, "error_code": error_code, "reason": reason},
-                self.connection,
+                EventType.CONNECTION_CLOSED, self.closed_event_data(), self.connection
             )
         if self.owns_transport:
             # A client connection owns its configuration (key log file) and its socket.
@@ -669,6 +662,36 @@ class ConnectionEngine(asyncio.DatagramProtocol):
                 self.transport.close()
         if self.on_closed is not None:
             self.on_closed(self)
+
+    def closed_event_data(self) -> dict[str, Any]:
+        """The data of this connection's `CONNECTION_CLOSED` event.
+
+        Returns:
+            `handle` and `connection_handle` (the same int), `connection`,
+            `error_code`, `reason`.
+        """
+        code, reason = self.close_reason or (0, "")
+        return {
+            "handle": self.handle,
+            "connection_handle": self.handle,
+            "connection": self.connection,
+            "error_code": code,
+            "reason": reason,
+        }
+
+    def established_event_data(self) -> dict[str, Any]:
+        """The data of this connection's `CONNECTION_ESTABLISHED` event.
+
+        Returns:
+            `handle` and `connection_handle` (the same int), `connection`,
+            `remote_address`.
+        """
+        return {
+            "handle": self.handle,
+            "connection_handle": self.handle,
+            "connection": self.connection,
+            "remote_address": _aioquic.peer_address(self.quic),
+        }
 
     def close_quic(self, error_code: int, reason: str) -> None:
         """Send CONNECTION_CLOSE now; the closing period then runs on in the background.

@@ -249,6 +249,8 @@ class WebTransportConnection:
                 session = WebTransportSession(engine, record)
                 engine.last_activity = engine.loop.time()
                 engine.after_command()
+                if engine.on_session_pending is not None:
+                    engine.on_session_pending(record)
                 try:
                     await asyncio.shield(session.ready)
                 except SessionClosedError as exc:

@@ -20,6 +20,7 @@ from ..shared.constants import (
     CAPSULE_WT_DATA_BLOCKED,
     CAPSULE_WT_MAX_DATA,
     CAPSULE_WT_MAX_STREAMS_BIDI,
+    CAPSULE_WT_STREAMS_BLOCKED_UNI,
 )
 from ..shared.events import EventEmitter, EventType
 from ..shared.exceptions import DatagramError, SessionClosedError, TimeoutError
@@ -812,7 +813,7 @@ def session_event(engine: ConnectionEngine, event: pe.ProtocolEvent) -> None:
             code,
         )
         event_type = EventType.STREAM_RESET_RECEIVED if reset else EventType.STOP_SENDING_RECEIVED
-        data = {"stream_id": stream_rec.stream_id, "error_code": code}
+        data = {"stream_id": stream_rec.stream_id, "error_code": code, "stream": stream_rec.owner}
         for rec in (stream_rec, stream_rec.session):
             if (emitter := _emitter(rec, event_type)) is not None:
                 emitter.emit_nowait(event_type, data, stream_rec.owner)
@@ -820,7 +821,11 @@ def session_event(engine: ConnectionEngine, event: pe.ProtocolEvent) -> None:
         stream_rec = event.stream
         if stream_rec.reader is not None or stream_rec.writers:
             engine.wake_stream(stream_rec)
-        data = {"stream_id": stream_rec.stream_id, "session_id": stream_rec.session.session_id}
+        data = {
+            "stream_id": stream_rec.stream_id,
+            "session_id": stream_rec.session.session_id,
+            "stream": stream_rec.owner,
+        }
         for rec in (stream_rec, stream_rec.session):
             if (emitter := _emitter(rec, EventType.STREAM_CLOSED)) is not None:
                 emitter.emit_nowait(EventType.STREAM_CLOSED, data, stream_rec.owner)
@@ -844,8 +849,9 @@ def session_event(engine: ConnectionEngine, event: pe.ProtocolEvent) -> None:
             event.capsule_type, EventType.SESSION_MAX_STREAMS_UNI_UPDATED
         )
         if (emitter := _emitter(rec, event_type)) is not None:
+            key = "max_data" if event_type is EventType.SESSION_MAX_DATA_UPDATED else "max_streams"
             emitter.emit_nowait(
-                event_type, {"session_id": rec.session_id, "limit": event.value}, rec.owner
+                event_type, {"session_id": rec.session_id, key: event.value}, rec.owner
             )
     elif isinstance(event, pe.SessionPeerBlocked):
         rec = event.session
@@ -854,6 +860,10 @@ def session_event(engine: ConnectionEngine, event: pe.ProtocolEvent) -> None:
             EventType.SESSION_DATA_BLOCKED if blocked_data else EventType.SESSION_STREAMS_BLOCKED
         )
         if (emitter := _emitter(rec, event_type)) is not None:
-            emitter.emit_nowait(
-                event_type, {"session_id": rec.session_id, "limit": event.value}, rec.owner
-            )
+            blocked: dict[str, Any] = {"session_id": rec.session_id}
+            if blocked_data:
+                blocked["max_data"] = event.value
+            else:
+                blocked["max_streams"] = event.value
+                blocked["is_unidirectional"] = event.capsule_type == CAPSULE_WT_STREAMS_BLOCKED_UNI
+            emitter.emit_nowait(event_type, blocked, rec.owner)
