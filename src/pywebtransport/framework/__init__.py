@@ -2,12 +2,14 @@
 
 Built on `WebTransportServer`: routes map request paths to handlers,
 middleware accept or refuse requested sessions, and startup/shutdown hooks
-frame the server's life. See the framework guide in the docs.
+frame the server's life; `ASGIAdapter` (`ServerApp.mount_asgi`) runs ASGI
+applications for WebTransport sessions. See the framework guide in the docs.
 """
 
 from __future__ import annotations
 
 from .app import LifecycleHook, ServerApp
+from .asgi import ASGIAdapter, ASGIApp
 from .groups import (
     DeliverCallback,
     GroupBackend,
@@ -33,6 +35,8 @@ from .middleware import (
 from .router import RequestRouter, RouteHandler, compile_pattern
 
 __all__ = [
+    "ASGIAdapter",
+    "ASGIApp",
     "AuthHandlerProtocol",
     "DeliverCallback",
     "GroupBackend",
