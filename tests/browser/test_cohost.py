@@ -53,8 +53,9 @@ def spki_sha256(certfile: str) -> str:
 
 def port_is_free(port: int, kind: socket.SocketKind) -> bool:
     with socket.socket(socket.AF_INET, kind) as probe:
-        # Ignores TIME_WAIT leftovers of closed connections; a live listener still fails.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if kind == socket.SOCK_STREAM:
+            # Ignores TIME_WAIT leftovers of closed connections; a live listener still fails.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
