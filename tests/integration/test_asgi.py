@@ -553,3 +553,61 @@ async def test_stop_sending_before_first_data_reaches_the_writer(
         error = await asyncio.wait_for(outcome, 5)
     assert isinstance(error, StreamError)
     assert (error.error_code, error.remote) == (6, True)
+
+
+@pytest.mark.timeout(30)
+async def test_app_raising_after_accepting_closes_with_internal_error(
+    serve_asgi: Callable[..., Awaitable[ServerApp]],
+    client_config: ClientConfig,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def failing(scope: Message, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "webtransport.accept"})
+        await receive()  # the first datagram
+        raise RuntimeError("crash after accepting")
+
+    app = await serve_asgi(failing)
+    async with WebTransportClient(client_config) as client:
+        session = await client.connect(app_url(app, "/"))
+        await session.send_datagram(b"boom")
+        info = await asyncio.wait_for(session.wait_closed(), 5)
+    assert info.error_code == ErrorCodes.APP_INTERNAL_ERROR
+    assert any("crash after accepting" in str(r.exc_info) for r in caplog.records if r.exc_info)
+
+
+@pytest.mark.timeout(30)
+async def test_app_returning_right_after_accepting_closes_cleanly(
+    serve_asgi: Callable[..., Awaitable[ServerApp]], client_config: ClientConfig
+) -> None:
+    async def brief(scope: Message, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "webtransport.accept"})
+
+    app = await serve_asgi(brief)
+    async with WebTransportClient(client_config) as client:
+        session = await client.connect(app_url(app, "/"))
+        info = await asyncio.wait_for(session.wait_closed(), 5)
+    assert (info.error_code, info.remote) == (0, True)
+
+
+@pytest.mark.timeout(30)
+async def test_accepted_session_nobody_serves_is_cleaned_up(
+    server_config: ServerConfig, client_config: ClientConfig
+) -> None:
+    """A listener without handler: the server never calls serve_session()."""
+    echo = EchoApp()
+    adapter = ASGIAdapter(echo)
+    server = WebTransportServer(server_config)
+    server.on(EventType.SESSION_REQUEST, adapter.on_session_request)
+    async with server:
+        address = server.local_address
+        assert address is not None
+        async with WebTransportClient(client_config) as client:
+            session = await client.connect(f"https://127.0.0.1:{address[1]}/echo")
+            await session.send_datagram(b"still served")
+            assert await session.receive_datagram(timeout=5) == b"still served"
+            await session.close(error_code=3)
+            await wait_finished(echo)
+    assert echo.disconnects[0]["code"] == 3
+    assert not adapter._runners

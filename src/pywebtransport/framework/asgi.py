@@ -54,11 +54,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import unquote
 
+from ..shared.constants import ErrorCodes
 from ..shared.events import Event
 from ..shared.exceptions import (
     ServerError,
@@ -307,6 +309,8 @@ class _SessionRunner:
         self.last_server_id = {False: -1, True: -1}
         self.open_lock = asyncio.Lock()
         self.helpers: set[asyncio.Task[None]] = set()
+        # True while open_session() or serve_session() awaits the app's task.
+        self.awaited = True
         session.closed.add_done_callback(self._on_session_closed)
 
     def _on_session_closed(self, _: object) -> None:
@@ -553,6 +557,12 @@ class _SessionRunner:
             await asyncio.gather(*helpers, return_exceptions=True)
         self.inbox.close()
 
+    def stop_nowait(self) -> None:
+        """Cancel the readers without waiting for them."""
+        for task in list(self.helpers):
+            task.cancel()
+        self.inbox.close()
+
     async def cancel_app(self) -> None:
         task = self.task
         if task is not None and not task.done():
@@ -628,6 +638,11 @@ class ASGIAdapter:
         self.queue_size = queue_size
         self.read_size = read_size
         self._runners: dict[WebTransportSession, _SessionRunner] = {}
+        # Accepted sessions whose app ended before serve_session() was called:
+        # whether it failed.
+        self._ended: weakref.WeakKeyDictionary[WebTransportSession, bool] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def open_session(self, session: WebTransportSession) -> bool:
         """Start the app for a requested session and wait until it accepted or refused.
@@ -653,13 +668,17 @@ class ASGIAdapter:
             raise ServerError(f"session {session.session_id} is already open")
         runner = _SessionRunner(self, session)
         self._runners[session] = runner
-        runner.task = asyncio.get_running_loop().create_task(
+        task = runner.task = asyncio.get_running_loop().create_task(
             runner.run_app(), name=f"asgi-webtransport-{session.session_id}"
         )
+        task.add_done_callback(lambda _: self._app_done(runner))
         try:
-            either: set[asyncio.Future[Any]] = {runner.decided, runner.task}
+            either: set[asyncio.Future[Any]] = {runner.decided, task}
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if runner.decided.done() and runner.decided.result():
+                runner.awaited = False
+                if task.done():
+                    self._app_done(runner)
                 return True
             await self._finish_refused(runner)
             return False
@@ -667,6 +686,23 @@ class ASGIAdapter:
             await runner.cancel_app()
             self._runners.pop(session, None)
             raise
+
+    def _app_done(self, runner: _SessionRunner) -> None:
+        # An accepted session whose app ended while nobody awaited it (the
+        # session closed before the server called serve_session(), or it has
+        # not called it yet): clean up here and tell serve_session() how it went.
+        if runner.awaited or self._runners.get(runner.session) is not runner:
+            return
+        session = runner.session
+        del self._runners[session]
+        runner.stop_nowait()
+        task = runner.task
+        assert task is not None
+        exc = None if task.cancelled() else task.exception()
+        failed = exc is not None and not (isinstance(exc, SessionClosedError) and session.is_closed)
+        if failed:
+            logger.error("ASGI app for %r failed", session.path, exc_info=exc)
+        self._ended[session] = failed
 
     async def on_session_request(self, event: Event) -> None:
         """A `SESSION_REQUEST` listener: `open_session()` for the event's session.
@@ -707,10 +743,18 @@ class ASGIAdapter:
         """
         runner = self._runners.get(session)
         if runner is None or runner.task is None:
-            raise ServerError(
-                f"session {session.session_id} was not opened by this adapter: "
-                "call open_session() first (ServerApp.mount_asgi() does)"
-            )
+            failed = self._ended.pop(session, None)
+            if failed is None:
+                raise ServerError(
+                    f"session {session.session_id} was not opened by this adapter: "
+                    "call open_session() first (ServerApp.mount_asgi() does)"
+                )
+            if failed:
+                await session.close(ErrorCodes.APP_INTERNAL_ERROR, "internal server error")
+            else:
+                await session.close()
+            return
+        runner.awaited = True
         try:
             await asyncio.shield(runner.task)
         except SessionClosedError:
