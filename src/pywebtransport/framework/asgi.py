@@ -1,8 +1,8 @@
 """Run an ASGI application for WebTransport sessions (the `webtransport` scope).
 
-The message format is that of aioquic's HTTP/3 server example, which the
-WebTransport support proposed for hypercorn and Starlette follows, plus a few
-additions marked *(ext)* below. Per requested session the app is called once
+The message format is that of aioquic's HTTP/3 server example (which the
+WebTransport support proposed for hypercorn follows), plus the additions
+marked *(ext)* below. Per requested session the app is called once
 with a scope, a `receive` and a `send`:
 
 Scope: `type` (`"webtransport"`), `asgi`, `http_version` (`"3"`), `scheme`
@@ -16,13 +16,13 @@ Scope: `type` (`"webtransport"`), `asgi`, `http_version` (`"3"`), `scheme`
 - `{"type": "webtransport.connect"}` first;
 - after the app accepted: `{"type": "webtransport.datagram.receive", "data"}`,
   `{"type": "webtransport.stream.receive", "stream", "data", "end_stream"}`
-  and *(ext)* `{"type": "webtransport.stream.reset", "stream", "code"}` (the
+  (*ext*: `end_stream`) and *(ext)* `{"type": "webtransport.stream.reset", "stream", "code"}` (the
   client reset a stream it was sending on) and
   `{"type": "webtransport.stream.stop_sending", "stream", "code"}` (the
   client asked us to stop sending; found on the next send to that stream);
-- once the session ended and everything queued was delivered,
-  `{"type": "webtransport.disconnect", "code", "reason"}` *(ext: code and
-  reason of the close; after a refusal, the HTTP status and `"rejected"`)*.
+- *(ext)* once the session ended and everything queued was delivered,
+  `{"type": "webtransport.disconnect", "code", "reason"}` (the code and
+  reason of the close; after a refusal, the HTTP status and `"rejected"`).
   A `receive()` after that raises `SessionClosedError`, which ends an app
   that ignores the disconnect (as the aioquic example's echo app does).
 
@@ -34,11 +34,12 @@ Scope: `type` (`"webtransport"`), `asgi`, `http_version` (`"3"`), `scheme`
   `"status"` (default 403); after, close the session with *(ext)* `"code"`
   (default 0) and `"reason"`;
 - `{"type": "webtransport.datagram.send", "data"}`;
-- `{"type": "webtransport.stream.send", "stream", "data", "end_stream"}`: a
+- `{"type": "webtransport.stream.send", "stream", "data", "end_stream"}`
+  (*ext*: `end_stream`, and that a
   stream id the app has not used yet opens a new server stream, bidirectional
   or unidirectional as bit 0x2 of the id says (QUIC's numbering: server ids
   are odd, 1, 5, 9, ... bidirectional and 3, 7, 11, ... unidirectional, used
-  in increasing order). Replies to that stream come back under the app's id;
+  in increasing order). Replies to that stream come back under the app's id);
 - *(ext)* `{"type": "webtransport.stream.reset", "stream", "code"}` and
   `{"type": "webtransport.stream.stop_sending", "stream", "code"}`.
 
