@@ -159,7 +159,7 @@ def scope_from_request(
         "http_version": "3",
         "scheme": "https",
         "method": "CONNECT",
-        "path": unquote(raw_path.decode("utf-8", "surrogateescape")),
+        "path": unquote(raw_path.decode("utf-8", "replace")),
         "raw_path": raw_path,
         "query_string": query_string,
         "root_path": root_path,
