@@ -473,13 +473,14 @@ class _SessionRunner:
                     f"stream {stream_id} is already closed (new server stream ids must "
                     f"increase; the last one was {self.last_server_id[unidirectional]})"
                 )
-            self.last_server_id[unidirectional] = stream_id
             if unidirectional:
                 entry = _StreamEntry(None, await self.session.create_unidirectional_stream())
             else:
                 stream = await self.session.create_bidirectional_stream()
                 entry = _StreamEntry(stream, stream)
                 entry.reader = self._spawn(self._read_stream(stream_id, entry))
+            # Only once opened: after a TimeoutError (no stream credit) the app may retry the id.
+            self.last_server_id[unidirectional] = stream_id
             self.streams[stream_id] = entry
             return entry
 
