@@ -2,6 +2,7 @@
 
 ```
 python -m pywebtransport serve myapp:app --port 4433 --cert cert.pem --key key.pem
+python -m pywebtransport serve myapp:asgi_app --asgi --port 4433 --cert cert.pem --key key.pem
 python -m pywebtransport gen-cert --host 127.0.0.1 --out certs --days 10
 python -m pywebtransport client https://127.0.0.1:4433/echo --cert-hash 5f3a...
 python -m pywebtransport --version
@@ -19,11 +20,12 @@ import ssl
 import sys
 import threading
 from collections.abc import Coroutine, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from . import __version__
 from .client import WebTransportClient
 from .framework.app import ServerApp
+from .framework.asgi import ASGIApp
 from .shared.config import ClientConfig, ServerConfig
 from .shared.exceptions import (
     CertificateError,
@@ -51,10 +53,19 @@ def _build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
-        help="serve a ServerApp",
-        description="Import MODULE:APP (a ServerApp) and serve it until SIGINT/SIGTERM.",
+        help="serve a ServerApp or an ASGI app",
+        description=(
+            "Import MODULE:APP (a ServerApp, or with --asgi an ASGI application) and "
+            "serve it until SIGINT/SIGTERM."
+        ),
     )
     serve.add_argument("app", metavar="MODULE:APP", help="e.g. myproject.server:app")
+    serve.add_argument(
+        "--asgi",
+        action="store_true",
+        help="APP is an ASGI application: run it for every WebTransport session "
+        "(the webtransport scope; needs --cert and --key)",
+    )
     serve.add_argument("--host", default=None, help="bind address (default: the config's)")
     serve.add_argument("--port", type=int, default=None, help="UDP port (default: the config's)")
     serve.add_argument("--cert", default=None, help="PEM certificate file")
@@ -98,6 +109,34 @@ def load_app(spec: str) -> ServerApp:
     Raises:
         LookupError: The module or attribute is missing, or is not a ServerApp.
     """
+    target = _load_object(spec)
+    if not isinstance(target, ServerApp):
+        raise LookupError(f"{spec!r} is a {type(target).__name__}, not a ServerApp")
+    return target
+
+
+def load_asgi_app(spec: str) -> ASGIApp:
+    """Import `module:attribute` and return the ASGI application it names.
+
+    Args:
+        spec: `"package.module:app"` (`attribute` may be dotted).
+
+    Returns:
+        The ASGI application.
+
+    Raises:
+        LookupError: The module or attribute is missing, is a ServerApp, or
+            is not callable.
+    """
+    target = _load_object(spec)
+    if isinstance(target, ServerApp):
+        raise LookupError(f"{spec!r} is a ServerApp: serve it without --asgi")
+    if not callable(target):
+        raise LookupError(f"{spec!r} is a {type(target).__name__}, not an ASGI application")
+    return cast(ASGIApp, target)
+
+
+def _load_object(spec: str) -> object:
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
         raise LookupError(f"app must be given as MODULE:APP, got {spec!r}")
@@ -115,8 +154,6 @@ def load_app(spec: str) -> ServerApp:
             target = getattr(target, part)
         except AttributeError as exc:
             raise LookupError(f"module {module_name!r} has no attribute {attribute!r}") from exc
-    if not isinstance(target, ServerApp):
-        raise LookupError(f"{spec!r} is a {type(target).__name__}, not a ServerApp")
     return target
 
 
@@ -125,7 +162,11 @@ def _serve(args: argparse.Namespace) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        app = load_app(args.app)
+        if args.asgi:
+            app = ServerApp()
+            app.mount_asgi("/", load_asgi_app(args.app))
+        else:
+            app = load_app(args.app)
     except LookupError as exc:
         _error(str(exc))
         return EXIT_USAGE
@@ -142,6 +183,9 @@ def _serve(args: argparse.Namespace) -> int:
                 app.config = ServerConfig(certfile=args.cert, keyfile=args.key)
             else:
                 app.config = app.config.update(certfile=args.cert, keyfile=args.key)
+        elif args.asgi:
+            _error("--asgi needs --cert and --key")
+            return EXIT_USAGE
         elif app.config is None:
             _error(f"{args.app} has no ServerConfig: pass --cert and --key")
             return EXIT_USAGE

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser as PlaywrightBrowser
-    from playwright.async_api import BrowserContext, ConsoleMessage, Playwright
+    from playwright.async_api import BrowserContext, ConsoleMessage, Page, Playwright
 
 __all__ = [
     "CHROMIUM_ARGS",
@@ -629,6 +629,23 @@ class ChromiumBrowser(Browser):
         if self._playwright is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._playwright.stop(), 10)
+
+    async def open_page(self, url: str, timeout: float = 30.0) -> Page:
+        """Open any ``url`` in a fresh context (harness loop only: use ``server.acall``).
+
+        For pages that are not scenarios, e.g. an example app's own page; drive
+        it with Playwright's ``Page`` API and close it with ``page.context.close()``.
+        """
+        if self._browser is None:
+            raise RuntimeError(f"{self!r} is not started")
+        context = await self._browser.new_context()
+        try:
+            page = await context.new_page()
+            await page.goto(url, wait_until="load", timeout=timeout * 1000)
+        except BaseException:
+            await _ChromiumPage(context).close()
+            raise
+        return page
 
     async def _open(self, url: str, timeout: float) -> _OpenPage:
         if self._browser is None:

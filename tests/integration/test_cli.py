@@ -331,3 +331,48 @@ async def test_upload_example(
     code, _, err = await run(upload, "send", str(payload), "--url", url, "--cert-hash", "00")
     assert code == 2 and "server_certificate_hashes" in err
     assert await stop(process) == 0
+
+
+@pytest.mark.timeout(40)
+async def test_asgi_echo_example_with_cli(
+    certificate: CertificateInfo,
+    client_config: ClientConfig,
+    processes: list[asyncio.subprocess.Process],
+) -> None:
+    port = free_port()
+    process = await spawn(
+        processes, "-m", "pywebtransport", "serve", "examples.asgi_echo:app", "--asgi",
+        "--host", "127.0.0.1", "--port", str(port), *cert_args(certificate),
+    )  # fmt: skip
+    async with WebTransportClient(client_config) as client:
+        session = await connect_when_ready(client, f"https://127.0.0.1:{port}/echo", process)
+        stream = await session.create_bidirectional_stream()
+        await stream.write(b"asgi " * 1000, end_stream=True)
+        assert await stream.read_all() == b"asgi " * 1000
+        uni = await session.create_unidirectional_stream()
+        await uni.write(b"one way", end_stream=True)
+        back = await session.accept_unidirectional_stream(timeout=5)
+        assert await back.read_all() == b"one way"
+        await session.send_datagram(b"dgram")
+        assert await session.receive_datagram(timeout=5) == b"dgram"
+        await session.close()
+        with pytest.raises(HandshakeError) as refused:
+            await client.connect(f"https://127.0.0.1:{port}/elsewhere")
+        assert refused.value.status_code == 404
+    assert await stop(process) == 0
+
+
+@pytest.mark.timeout(30)
+async def test_asgi_flag_errors(tmp_path: Path, certificate: CertificateInfo) -> None:
+    (tmp_path / "app_module.py").write_text(APP_MODULE + "\nnot_callable = 3\n")
+    serve = ("-m", "pywebtransport", "serve")
+    code, _, err = await run(
+        *serve, "app_module:app", "--asgi", *cert_args(certificate), cwd=tmp_path
+    )
+    assert code == 2 and "is a ServerApp: serve it without --asgi" in err
+    code, _, err = await run(
+        *serve, "app_module:not_callable", "--asgi", *cert_args(certificate), cwd=tmp_path
+    )
+    assert code == 2 and "not an ASGI application" in err
+    code, _, err = await run(*serve, "examples.asgi_echo:app", "--asgi")
+    assert code == 2 and "--asgi needs --cert and --key" in err

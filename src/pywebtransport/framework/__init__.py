@@ -2,7 +2,8 @@
 
 Built on `WebTransportServer`: routes map request paths to handlers,
 middleware accept or refuse requested sessions, and startup/shutdown hooks
-frame the server's life. See the framework guide in the docs.
+frame the server's life; `ASGIAdapter` (`ServerApp.mount_asgi`) runs ASGI
+applications for WebTransport sessions. See the framework guide in the docs.
 
 `SessionHandler` (the type of a handler serving one session) is defined in
 `pywebtransport.server` and re-exported here, where the reference library has it.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from ..server import SessionHandler
 from .app import LifecycleHook, ServerApp
+from .asgi import ASGIAdapter, ASGIApp
 from .groups import (
     DeliverCallback,
     GroupBackend,
@@ -37,6 +39,8 @@ from .middleware import (
 from .router import RequestRouter, RouteHandler, compile_pattern
 
 __all__ = [
+    "ASGIAdapter",
+    "ASGIApp",
     "AuthHandlerProtocol",
     "DeliverCallback",
     "GroupBackend",

@@ -33,6 +33,7 @@ import inspect
 import logging
 import multiprocessing
 import multiprocessing.connection
+import re
 import signal
 import socket
 import weakref
@@ -46,6 +47,7 @@ from ..shared.events import Event, EventType
 from ..shared.exceptions import ServerError
 from ..shared.types import Address
 from ..transport.session import WebTransportSession
+from .asgi import ASGIAdapter, ASGIApp
 from .groups import GroupManager
 from .middleware import Middleware, MiddlewareManager, MiddlewareRejected
 from .router import RequestRouter, RouteHandler
@@ -196,6 +198,44 @@ class ServerApp:
 
         return decorator
 
+    def mount_asgi(
+        self,
+        path: str,
+        app: ASGIApp,
+        *,
+        queue_size: int = 16,
+        read_size: int = 65536,
+    ) -> ASGIAdapter:
+        """Serve the sessions under a path prefix with an ASGI application.
+
+        The app gets the `webtransport` scope and decides on each session
+        itself (`webtransport.accept` or `webtransport.close`), after the
+        middleware chain accepted it; see `ASGIAdapter` and the frameworks
+        guide for the message format. A mount is a pattern route: exact
+        routes win over it, and patterns (mounts included) are tried in the
+        order they were added.
+
+        Args:
+            path: The prefix, e.g. `"/"` (every path) or `"/wt"` (`/wt` and
+                everything under `/wt/`); passed to the app as `root_path`.
+            app: The ASGI application.
+            queue_size: Received messages queued per session while the app is
+                busy; then the adapter stops reading (backpressure).
+            read_size: Largest `data` of one `webtransport.stream.receive`.
+
+        Returns:
+            The adapter serving the mount.
+
+        Raises:
+            ValueError: The path does not start with `/`, or is already mounted.
+        """
+        if not path.startswith("/"):
+            raise ValueError(f"mount path must start with '/', got {path!r}")
+        prefix = path.rstrip("/")
+        adapter = ASGIAdapter(app, root_path=prefix, queue_size=queue_size, read_size=read_size)
+        self._router.add_pattern_route(f"{re.escape(prefix)}(?:/.*)?", adapter)
+        return adapter
+
     def add_middleware(self, middleware: Middleware) -> None:
         """Append a middleware (`async def mw(*, session) -> None`) to the chain.
 
@@ -261,6 +301,12 @@ class ServerApp:
             except MiddlewareRejected as exc:
                 logger.debug("session %r rejected: %s", session.path, exc)
                 await session.reject(status_code=exc.status_code)
+                return
+            handler = match[0]
+            if isinstance(handler, ASGIAdapter):
+                # The ASGI app accepts or refuses the session itself.
+                if await handler.open_session(session):
+                    self._routed[session] = match
                 return
             self._routed[session] = match
             await session.accept()

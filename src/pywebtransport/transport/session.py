@@ -24,9 +24,10 @@ from ..shared.constants import (
 )
 from ..shared.events import EventEmitter, EventType
 from ..shared.exceptions import DatagramError, SessionClosedError, TimeoutError
-from ..shared.types import Address, Buffer, SessionState
+from ..shared.types import Address, Buffer, Headers, SessionState
 from . import _aioquic
 from ._core import events as pe
+from ._core.headers import checked_headers
 from ._core.records import SessionRecord, StreamRecord
 from .stream import WebTransportReceiveStream, WebTransportSendStream, WebTransportStream
 
@@ -250,13 +251,24 @@ class WebTransportSession:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def accept(self) -> None:
-        """Accept a requested session (server side)."""
+    async def accept(self, headers: Headers | None = None) -> None:
+        """Accept a requested session (server side).
+
+        Args:
+            headers: Extra response headers (names are lower-cased). The selected
+                subprotocol (`wt_protocol`) is added as `wt-protocol`.
+
+        Raises:
+            ValueError: A header is not valid in HTTP/3 (e.g. a pseudo-header,
+                surrounding whitespace); the session stays pending.
+        """
         rec = self._rec
         if rec.state is not SessionState.CONNECTING or rec.is_client:
             return
+        items = headers.items() if isinstance(headers, dict) else headers or ()
+        extra = checked_headers(items, "response")
         engine = self._engine
-        engine.core.accept(rec, protocol=rec.protocol)
+        engine.core.accept(rec, protocol=rec.protocol, headers=extra)
         engine.after_command()
         _set_ready(rec)
 

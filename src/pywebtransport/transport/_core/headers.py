@@ -23,6 +23,7 @@ __all__ = [
     "HeaderError",
     "build_request",
     "build_response",
+    "checked_headers",
     "field_section_size",
     "parse_request",
     "parse_response",
@@ -94,18 +95,41 @@ def build_request(
         (b":path", path.encode()),
         *dialect.request_headers,
     ]
+    request.extend(checked_headers(headers, "request"))
+    if protocols:
+        request.append((_WT_AVAILABLE_PROTOCOLS, encode_sf_string_list(tuple(protocols))))
+    return request
+
+
+def checked_headers(
+    headers: Iterable[tuple[str | bytes, str | bytes]], kind: str = "request"
+) -> HeaderList:
+    """Check headers an application supplies; names are lower-cased.
+
+    Args:
+        headers: (name, value) pairs, str or bytes.
+        kind: `"request"` or `"response"`, for the error message.
+
+    Returns:
+        The headers as byte pairs.
+
+    Raises:
+        HeaderError: A name or value is not valid in HTTP/3 (pseudo-headers,
+            surrounding whitespace, CR/LF, ...).
+    """
+    checked: HeaderList = []
     for name, value in headers:
         raw_name = _to_bytes(name).lower()
         raw_value = _to_bytes(value)
         try:
+            if raw_name.startswith(b":"):
+                raise MessageError(f"Header {raw_name!r} is a pseudo-header")
             validate_header_name(raw_name)
             validate_header_value(raw_name, raw_value)
         except MessageError as exc:
-            raise HeaderError(f"invalid request header: {exc}") from exc
-        request.append((raw_name, raw_value))
-    if protocols:
-        request.append((_WT_AVAILABLE_PROTOCOLS, encode_sf_string_list(tuple(protocols))))
-    return request
+            raise HeaderError(f"invalid {kind} header: {exc}") from exc
+        checked.append((raw_name, raw_value))
+    return checked
 
 
 def field_section_size(headers: Iterable[tuple[bytes, bytes]]) -> int:
