@@ -955,6 +955,10 @@ class HandshakeGate:
 
         Returns:
             The decision; on ACCEPT a handshake slot is already taken.
+
+        Raises:
+            ValueError: The address is not an IP literal and port, or `now`
+                is negative or not finite.
         """
         size = len(data)
         if not size or not data[0] & PACKET_LONG_HEADER:
