@@ -164,11 +164,6 @@ async def test_datagram_flood_is_bounded_and_fresh_datagrams_get_through(
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(
-    strict=True,
-    reason="#15: keep-alive PINGs restart the idle timer, so a vanished peer is held "
-    "about idle timeout + keep-alive interval",
-)
 async def test_vanished_peer_freed_within_idle_timeout(start_server: ServerFactory) -> None:
     # The keep-alive interval is above 1 s so that holding a peer for idle timeout
     # + interval breaks the idle timeout + 1 s bound in every phase tested.
