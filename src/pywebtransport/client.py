@@ -38,6 +38,7 @@ from .transport import _aioquic
 from .transport._core.records import SessionRecord
 from .transport._engine import (
     ConnectionEngine,
+    apply_log_level,
     build_quic_configuration,
     close_secrets_log,
     tune_udp_socket,
@@ -78,6 +79,7 @@ class WebTransportClient(EventEmitter):
     def __init__(self, config: ClientConfig | None = None) -> None:
         self._config = config if config is not None else ClientConfig()
         config = self._config
+        apply_log_level(config)
         super().__init__(
             max_listeners=config.max_event_listeners,
             max_history=config.event_history_capacity,

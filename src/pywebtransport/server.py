@@ -36,10 +36,12 @@ from .transport._core.records import SessionRecord
 from .transport._endpoint import ServerEndpoint
 from .transport._engine import (
     ConnectionEngine,
+    apply_log_level,
     build_quic_configuration,
     close_secrets_log,
     tune_udp_socket,
 )
+from .transport._validation import AddressCounter, HandshakeAdmission, HandshakeGate
 from .transport.connection import WebTransportConnection
 from .transport.manager import ConnectionManager, SessionManager
 from .transport.session import WebTransportSession
@@ -83,6 +85,7 @@ class WebTransportServer(EventEmitter):
         )
         self._config = config
         self._handler = handler
+        apply_log_level(config)
         self._endpoint: ServerEndpoint | None = None
         self._connection_manager = ConnectionManager(
             max_connections=config.max_connections,
@@ -93,6 +96,15 @@ class WebTransportServer(EventEmitter):
         )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handshake_timers: dict[ConnectionEngine, asyncio.TimerHandle] = {}
+        self._connections_per_address = AddressCounter(
+            total=config.max_connections, per_address=config.max_connections_per_address
+        )
+        self._sessions_per_address = AddressCounter(
+            total=config.max_sessions, per_address=config.max_sessions_per_address
+        )
+        self._counted: dict[ConnectionEngine, Any] = {}
+        """Established connections, with the address they are counted for."""
+        self._session_addresses: dict[SessionRecord, Any] = {}
         self._closing = False
         self._shutdown_done = asyncio.Event()
         self._local_addresses: list[Address] = []
@@ -250,10 +262,24 @@ class WebTransportServer(EventEmitter):
             max_streams_bidi=config.quic_max_concurrent_bidi_streams,
             max_streams_uni=config.quic_max_concurrent_uni_streams,
         )
+        gate = HandshakeGate(
+            admission=HandshakeAdmission(
+                max_handshakes=config.max_handshakes,
+                max_handshakes_per_address=config.max_handshakes_per_address,
+                retry=config.retry,
+                retry_threshold=config.retry_threshold,
+            ),
+            supported_versions=quic_config.supported_versions,
+            connection_id_length=quic_config.connection_id_length,
+        )
         try:
             transport, endpoint = await asyncio.get_running_loop().create_datagram_endpoint(
                 lambda: ServerEndpoint(
-                    configuration=quic_config, tuning=tuning, new_connection=self._new_connection
+                    configuration=quic_config,
+                    tuning=tuning,
+                    gate=gate,
+                    new_connection=self._new_connection,
+                    admit=self._admit,
                 ),
                 local_addr=(bind_host, bind_port),
                 reuse_port=reuse_port or None,
@@ -272,24 +298,32 @@ class WebTransportServer(EventEmitter):
             self._bound = (bind_host, int(sockname[1]))
         logger.info("listening on %s", self._local_addresses)
 
-    def _new_connection(self, quic: QuicConnection, addr: Any) -> ConnectionEngine | None:
+    def _admit(self, addr: Any) -> str | None:
+        # Checked at the client's first Initial, before any TLS work: a client that
+        # would be refused anyway costs one packet. Handshakes in flight are counted
+        # by the gate and never here.
+        if self._closing:
+            return "server shutting down"
+        if self._connection_manager.is_full:
+            return "connection limit reached"
+        if not self._connections_per_address.can_acquire(addr):
+            return "connection limit of this address reached"
+        return None
+
+    def _new_connection(self, quic: QuicConnection, addr: Any) -> ConnectionEngine:
         config = self._config
         engine = ConnectionEngine(quic, config, max_sessions=config.max_sessions_per_connection)
         engine.owns_transport = False
-        conn = WebTransportConnection(engine)
+        WebTransportConnection(engine)
         engine.on_session_request = self._on_session_request
         engine.on_session_closed = self._on_session_closed
         engine.on_closed = self._on_connection_closed
         engine.on_established = self._on_connection_established
-        if self._closing or not self._connection_manager.try_add(conn):
-            # Refused once the handshake is done: aioquic cannot close before it starts.
-            quic.close(error_code=ErrorCodes.QUIC_CONNECTION_REFUSED, reason_phrase="server busy")
-        else:
-            timer = engine.loop.call_later(config.handshake_timeout, self._check_handshake, engine)
-            self._handshake_timers[engine] = timer
-            # Settled by the handshake (or its failure): the timer, its handle and
-            # this dict entry need not outlive it by `handshake_timeout`.
-            engine.handshake.add_done_callback(lambda _: self._handshake_settled(engine))
+        timer = engine.loop.call_later(config.handshake_timeout, self._check_handshake, engine)
+        self._handshake_timers[engine] = timer
+        # Settled by the handshake (or its failure): the timer, its handle and this
+        # dict entry need not outlive it by `handshake_timeout`.
+        engine.handshake.add_done_callback(lambda _: self._handshake_settled(engine))
         return engine
 
     def _check_handshake(self, engine: ConnectionEngine) -> None:
@@ -304,31 +338,54 @@ class WebTransportServer(EventEmitter):
             timer.cancel()
 
     def _on_connection_established(self, engine: ConnectionEngine) -> None:
+        # Only established connections count against max_connections and the
+        # per-address limit; the Initial was checked, so a refusal here is a race.
+        conn = engine.connection
+        addr = _aioquic.peer_address(engine.quic)
+        assert conn is not None
+        if self._closing or not self._connections_per_address.try_acquire(addr):
+            engine.abort(ErrorCodes.QUIC_CONNECTION_REFUSED, "server busy")
+            return
+        if not self._connection_manager.try_add(conn):
+            self._connections_per_address.release(addr)
+            engine.abort(ErrorCodes.QUIC_CONNECTION_REFUSED, "server busy")
+            return
+        self._counted[engine] = addr
         if self.has_listeners(EventType.CONNECTION_ESTABLISHED):
-            self.emit_nowait(
-                EventType.CONNECTION_ESTABLISHED, engine.established_event_data(), self
-            )
+            data = engine.established_event_data()
+            self.emit_nowait(EventType.CONNECTION_ESTABLISHED, data, self)
 
     def _on_connection_closed(self, engine: ConnectionEngine) -> None:
-        if self.has_listeners(EventType.CONNECTION_CLOSED):
-            self.emit_nowait(EventType.CONNECTION_CLOSED, engine.closed_event_data(), self)
         # A pending handshake timer would keep the closed connection alive until it fires.
         self._handshake_settled(engine)
         if self._endpoint is not None:
             self._endpoint.forget(engine)
-        if engine.connection is not None:
-            self._connection_manager.discard(engine.connection)
+        addr = self._counted.pop(engine, None)
+        if addr is not None:
+            self._connections_per_address.release(addr)
+            if engine.connection is not None:
+                self._connection_manager.discard(engine.connection)
+        if self.has_listeners(EventType.CONNECTION_CLOSED):
+            self.emit_nowait(EventType.CONNECTION_CLOSED, engine.closed_event_data(), self)
 
     def _on_session_closed(self, record: SessionRecord) -> None:
         if record.owner is not None:
             self._session_manager.discard(record.owner)
+        addr = self._session_addresses.pop(record, None)
+        if addr is not None:
+            self._sessions_per_address.release(addr)
 
     def _on_session_request(self, record: SessionRecord) -> int | None:
         session: WebTransportSession = record.owner
         if self._closing:
             return 503
+        addr = session.remote_address
+        if addr is None or not self._sessions_per_address.can_acquire(addr):
+            return 429
         if not self._session_manager.try_add(session):
             return 429
+        self._sessions_per_address.try_acquire(addr)
+        self._session_addresses[record] = addr
         supported = self._config.wt_supported_protocols
         if supported and record.offered_protocols:
             # The client's first offered protocol that the server speaks wins.
@@ -435,16 +492,24 @@ class WebTransportServer(EventEmitter):
         logger.info("server closed")
 
     async def diagnostics(self) -> dict[str, Any]:
-        """Return a snapshot of the server: addresses, connections, sessions.
+        """Return a snapshot of the server: addresses, connections, sessions, handshakes.
 
         Returns:
-            The snapshot.
+            The snapshot. `handshakes` holds `in_flight` (QUIC handshakes not
+            finished yet, not counted as connections) and what the server did
+            with client Initials: `handshakes_admitted`, `retries_sent`,
+            `refused`, `version_negotiations`, `dropped`.
         """
+        endpoint = self._endpoint
+        handshakes: dict[str, int] = {"in_flight": 0}
+        if endpoint is not None:
+            handshakes = {"in_flight": endpoint.gate.admission.in_flight, **endpoint.stats}
         return {
             "is_serving": self.is_serving,
             "local_addresses": self.local_addresses,
             "connections": await self._connection_manager.get_stats(),
             "sessions": await self._session_manager.get_stats(),
+            "handshakes": handshakes,
         }
 
     async def __aenter__(self) -> WebTransportServer:

@@ -135,6 +135,7 @@ def test_stream_events(server_config: ServerConfig, client_config: ClientConfig)
     run_virtual(main)
 
 
+@pytest.mark.aioquic_patch("h3_settings")
 def test_session_flow_control_events(
     server_config: ServerConfig, client_config: ClientConfig
 ) -> None:

@@ -57,6 +57,7 @@ def test_a_close_we_start_over_a_peer_error_is_not_reported_as_the_peers(
     run_virtual(main)
 
 
+@pytest.mark.aioquic_patch("h3_settings")
 def test_session_credit_waiters_wake_on_credit_not_on_every_datagram(
     server_config: ServerConfig, client_config: ClientConfig
 ) -> None:

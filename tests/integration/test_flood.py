@@ -80,11 +80,6 @@ def describe(label: str, stats: dict[str, Any]) -> str:
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(
-    strict=True,
-    reason="#15: half-open handshakes count against max_connections, 10 sessions/100 "
-    "connections are toy limits, and refusal happens only after a full handshake",
-)
 async def test_real_clients_served_through_abandoned_sessions_and_handshake_flood(
     server_process: ServerProcess, client_config: ClientConfig
 ) -> None:
@@ -116,11 +111,7 @@ async def test_real_clients_served_through_abandoned_sessions_and_handshake_floo
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="#15: send_datagram never waits and the outgoing datagram queue has no bound "
-    "and no maximum age",
-)
+@pytest.mark.aioquic_patch("datagram_queue")
 async def test_datagram_flood_is_bounded_and_fresh_datagrams_get_through(
     server_process: ServerProcess, client_config: ClientConfig
 ) -> None:
@@ -205,11 +196,6 @@ async def test_vanished_peer_freed_within_idle_timeout(start_server: ServerFacto
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(
-    strict=True,
-    reason="#15: the crowd's sessions and half-open handshakes exhaust the toy limits "
-    "(10 sessions, 100 connections) and real clients are refused",
-)
 async def test_everything_hostile_at_once_while_real_clients_are_served(
     server_process: ServerProcess, client_config: ClientConfig
 ) -> None:

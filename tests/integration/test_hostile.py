@@ -105,11 +105,22 @@ async def test_abandoned_handshake_freed_after_handshake_timeout(
             # Send the first flight once, never answer the server's reply.
             for data, _addr in quic.datagrams_to_send(now=loop.time()):
                 transport.sendto(data)
-        assert await wait_until(lambda: len(server.connection_manager) == 3, 2)
-        start = loop.time()
-        assert await wait_until(lambda: len(server.connection_manager) == 0, 5)
-        elapsed = loop.time() - start
-        print(f"abandoned handshakes freed after {elapsed:.2f}s (handshake_timeout=1.0)")
+
+        async def in_flight() -> int:
+            return int((await server.diagnostics())["handshakes"]["in_flight"])
+
+        for _ in range(100):
+            if await in_flight() == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert await in_flight() == 3
+        # Half-open handshakes are not connections (issue #15): they have their own table.
+        assert len(server.connection_manager) == 0
+        for _ in range(250):
+            if await in_flight() == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert await in_flight() == 0
     finally:
         transport.close()
     await assert_echo_works(client_config, server)

@@ -47,6 +47,7 @@ _MIN_DATAGRAM_SIZE = 1200
 _MAX_DATAGRAM_SIZE = MAX_QUIC_DATAGRAM_SIZE
 
 _CONGESTION_CONTROL_ALGORITHMS = ("reno", "cubic")
+_RETRY_MODES = ("auto", "always", "never")
 
 # Integer fields whose value may legitimately be zero (an empty history, a peer
 # that may not open streams); every other integer limit must be positive.
@@ -55,7 +56,9 @@ _NON_NEGATIVE_INT_FIELDS = frozenset(
 )
 
 # Fields holding a duration in seconds that may be None (meaning "no limit").
-_OPTIONAL_TIMEOUT_FIELDS = frozenset({"keep_alive_interval", "read_timeout", "write_timeout"})
+_OPTIONAL_TIMEOUT_FIELDS = frozenset(
+    {"keep_alive_interval", "read_timeout", "write_timeout", "outgoing_datagram_max_age"}
+)
 
 # Durations that must be strictly positive; `connection_attempt_delay` may be 0.
 _POSITIVE_DURATION_FIELDS = frozenset(
@@ -81,18 +84,16 @@ _INT_LIMIT_FIELDS = (
     "max_connections",
     "max_event_listeners",
     "max_field_section_size",
-    "max_pending_capsules",
     "max_pending_datagrams",
     "max_pending_streams",
-    "max_session_pending_events",
     "max_sessions",
     "max_stream_read_buffer_size",
     "max_stream_write_buffer_size",
     "max_total_pending_events",
+    "outgoing_datagram_high_water_mark",
     "quic_max_concurrent_bidi_streams",
     "quic_max_concurrent_uni_streams",
     "quic_receive_window",
-    "quic_send_window",
     "quic_stream_receive_window",
 )
 
@@ -193,8 +194,10 @@ class BaseConfig:
         keep_alive_interval: Interval between QUIC PINGs on an idle
             connection, or None to send none. Must be smaller than
             `connection_idle_timeout`, or the connection would idle out first.
-        log_level: Level name for the `pywebtransport` logger, e.g. `"INFO"`
-            (stored upper-case).
+        log_level: Level set on the `pywebtransport` logger when a client or
+            server is created with this config, e.g. `"DEBUG"` (stored
+            upper-case); None (the default) leaves logging configuration alone.
+            `init_tracing()` also attaches a handler.
         max_capsule_size: Largest HTTP capsule accepted from the peer.
         max_connections: Maximum number of concurrent QUIC connections.
         max_datagram_size: Largest QUIC packet (UDP payload) sent, between
@@ -205,28 +208,34 @@ class BaseConfig:
             `EventEmitter` logs a leak warning.
         max_field_section_size: Largest header block (QPACK field section)
             accepted from the peer.
-        max_pending_capsules: Capsules buffered for a session that is not yet
-            established.
         max_pending_datagrams: Datagrams queued for reading per session; the
             oldest are dropped when the queue is full.
-        max_pending_streams: Streams buffered for a session that is not yet
-            established.
-        max_session_pending_events: Events buffered per session before it is
-            established.
+        max_pending_streams: Peer streams held for one session that is not
+            established yet (a stream may overtake its session's CONNECT or the
+            answer); more are refused with WT_BUFFERED_STREAM_REJECTED. Each
+            held stream buffers at most 64 KiB.
         max_sessions: Maximum number of concurrent WebTransport sessions.
         max_stream_read_buffer_size: Bytes buffered per stream for reading;
             beyond it, QUIC credit is withheld so the peer slows down.
         max_stream_write_buffer_size: Bytes buffered per stream for sending;
             `write()` waits when the buffer passes it.
-        max_total_pending_events: Events buffered across all sessions before
-            they are established.
-        pending_event_ttl: How long buffered pre-session events are kept.
+        max_total_pending_events: Peer streams held across all sessions of one
+            connection that are not established yet (see `max_pending_streams`).
+        pending_event_ttl: How long a held stream waits for its session; it is
+            then refused with WT_BUFFERED_STREAM_REJECTED.
+        outgoing_datagram_high_water_mark: Datagrams a session queues for
+            sending while QUIC cannot send them yet (congestion). `await
+            send_datagram()` waits while the queue is this full;
+            `send_datagram_nowait()` then drops the oldest queued datagram
+            (counted). The W3C API's `outgoingHighWaterMark`.
+        outgoing_datagram_max_age: Seconds a queued datagram stays sendable;
+            older ones are dropped before sending (counted), as stale real-time
+            data is worthless. None keeps them. The W3C API's `outgoingMaxAge`.
         quic_max_concurrent_bidi_streams: QUIC-level limit on peer-initiated
             bidirectional streams.
         quic_max_concurrent_uni_streams: QUIC-level limit on peer-initiated
             unidirectional streams.
         quic_receive_window: QUIC connection-level receive window.
-        quic_send_window: QUIC connection-level send window.
         quic_stream_receive_window: QUIC per-stream receive window.
         read_timeout: Default timeout for a stream read, or None for none.
         resource_cleanup_interval: Interval between sweeps that drop closed
@@ -251,25 +260,24 @@ class BaseConfig:
     initial_max_streams_bidi: int = 10
     initial_max_streams_uni: int = 10
     keep_alive_interval: float | None = 30.0
-    log_level: str = "INFO"
+    log_level: str | None = None
     max_capsule_size: int = 64 * _KIB
     max_connections: int = 100
     max_datagram_size: int = DEFAULT_MAX_DATAGRAM_SIZE
     max_event_listeners: int = 10
     max_field_section_size: int = 64 * _KIB
-    max_pending_capsules: int = 20
     max_pending_datagrams: int = 100
     max_pending_streams: int = 10
-    max_session_pending_events: int = 100
     max_sessions: int = 10
     max_stream_read_buffer_size: int = 1 * _MIB
     max_stream_write_buffer_size: int = 1 * _MIB
-    max_total_pending_events: int = 1000
+    max_total_pending_events: int = 100
     pending_event_ttl: float = 5.0
+    outgoing_datagram_high_water_mark: int = 32
+    outgoing_datagram_max_age: float | None = 0.5
     quic_max_concurrent_bidi_streams: int = 100
     quic_max_concurrent_uni_streams: int = 100
     quic_receive_window: int = 16 * _MIB
-    quic_send_window: int = 16 * _MIB
     quic_stream_receive_window: int = 1 * _MIB
     read_timeout: float | None = 60.0
     resource_cleanup_interval: float = 15.0
@@ -334,8 +342,12 @@ class BaseConfig:
         if algorithm not in _CONGESTION_CONTROL_ALGORITHMS:
             raise _fail("congestion_control_algorithm", algorithm, "must be 'cubic' or 'reno'")
         levels = logging.getLevelNamesMapping()
-        if not isinstance(self.log_level, str) or self.log_level not in levels:
-            raise _fail("log_level", self.log_level, f"must be one of {', '.join(sorted(levels))}")
+        if self.log_level is not None and (
+            not isinstance(self.log_level, str) or self.log_level not in levels
+        ):
+            raise _fail(
+                "log_level", self.log_level, f"must be None or one of {', '.join(sorted(levels))}"
+            )
         _check_optional_str("secrets_log_file", self.secrets_log_file)
         _check_optional_str("qlog_dir", self.qlog_dir)
         if (
@@ -564,6 +576,31 @@ class ServerConfig(BaseConfig):
             offered protocol that is in this list (answered as `wt-protocol`;
             `session.wt_protocol`) before handlers see the session; empty
             selects nothing. Not in the reference library.
+        max_connections: Established QUIC connections at once (half-open
+            handshakes are bounded by `max_handshakes` instead). A client over
+            it is refused at its first Initial, with no TLS work. Default
+            10,000: about 0.6 GiB at the measured cost of an idle connection
+            with one session (see the reliability guide).
+        max_sessions: WebTransport sessions at once; more CONNECTs are
+            answered 429. Default 10,000.
+        max_connections_per_address: Established connections one client
+            address (an IPv4 address, or an IPv6 /64) may hold; more are refused
+            at the Initial. Not in the reference library.
+        max_sessions_per_address: Sessions one client address may hold; more
+            are answered 429. Not in the reference library.
+        max_handshakes: QUIC handshakes in flight at once, a table of its own
+            that never counts against connections or sessions; a client over
+            it is refused at its first Initial. Not in the reference library.
+        max_handshakes_per_address: Handshakes in flight one client address
+            may hold (counted apart for addresses proven by a Retry). Not in
+            the reference library.
+        retry: When clients must prove their address with a QUIC Retry
+            (stateless, authenticated, expiring tokens; one extra round trip):
+            `"auto"` once `retry_threshold` handshakes are in flight or the
+            address is over its quota, `"always"`, or `"never"`. Not in the
+            reference library.
+        retry_threshold: Handshakes in flight from which `retry="auto"`
+            sends Retries. Not in the reference library.
     """
 
     certfile: str = ""
@@ -575,6 +612,14 @@ class ServerConfig(BaseConfig):
     handshake_timeout: float = 10.0
     max_sessions_per_connection: int = 10
     wt_supported_protocols: tuple[str, ...] = ()
+    max_connections: int = 10_000
+    max_sessions: int = 10_000
+    max_connections_per_address: int = 256
+    max_sessions_per_address: int = 256
+    max_handshakes: int = 1024
+    max_handshakes_per_address: int = 16
+    retry: str = "auto"
+    retry_threshold: int = 64
 
     def _normalize(self) -> None:
         self._normalize_common()
@@ -604,3 +649,13 @@ class ServerConfig(BaseConfig):
         _to_verify_mode("verify_mode", self.verify_mode)
         _check_int("max_sessions_per_connection", self.max_sessions_per_connection, minimum=1)
         _to_str_tuple("wt_supported_protocols", self.wt_supported_protocols)
+        for name in (
+            "max_connections_per_address",
+            "max_sessions_per_address",
+            "max_handshakes",
+            "max_handshakes_per_address",
+        ):
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("retry_threshold", self.retry_threshold, minimum=0)
+        if self.retry not in _RETRY_MODES:
+            raise _fail("retry", self.retry, f"must be one of {', '.join(_RETRY_MODES)}")

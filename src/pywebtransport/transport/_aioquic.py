@@ -58,6 +58,7 @@ __all__ = [
     "new_quic_connection",
     "peer_address",
     "peer_certificate",
+    "pending_datagrams",
     "release_early_streams",
     "selector_socket",
     "send_buffered",
@@ -115,6 +116,13 @@ FEATURES: Final[dict[str, Feature]] = {
             "write() waits while too much data is unacknowledged (send backpressure), and a "
             "close lets queued stream data be acknowledged before CONNECTION_CLOSE",
             "writes never wait for acknowledgements; close does not wait for queued data",
+        ),
+        Feature(
+            "datagram_queue",
+            "outgoing datagrams wait in a bounded per-session queue (high-water mark, maximum "
+            "age) until QUIC can send them",
+            "every datagram goes straight to aioquic's unbounded queue: a fast sender grows "
+            "memory and delays fresh datagrams behind stale ones",
         ),
         Feature(
             "stream_credit",
@@ -263,6 +271,9 @@ def _check(name: str, quic: QuicConnection, stream: QuicStream, h3: H3Connection
         _require(isinstance(quic._streams, dict), "QuicConnection._streams is not a dict")
         _has(stream.sender, "_buffer", "is_finished")
         _require(isinstance(stream.sender._buffer, bytearray), "sender._buffer is not a bytearray")
+    elif name == "datagram_queue":
+        _has(quic, "_datagrams_pending")
+        _require(len(quic._datagrams_pending) == 0, "_datagrams_pending is not a sized queue")
     elif name == "stream_credit":
         _has(
             quic,
@@ -728,6 +739,20 @@ def has_unacked_stream_data(quic: QuicConnection) -> bool:
         stream.sender._buffer and not stream.sender.is_finished
         for stream in cast(Any, quic)._streams.values()
     )
+
+
+def pending_datagrams(quic: QuicConnection) -> int:
+    """Return the datagrams handed to aioquic that it has not sent yet.
+
+    Args:
+        quic: The connection.
+
+    Returns:
+        The count (0 when the feature is off: then nothing waits in our queues).
+    """
+    if not enabled("datagram_queue"):
+        return 0
+    return len(cast(Any, quic)._datagrams_pending)
 
 
 def can_open_stream(quic: QuicConnection, unidirectional: bool) -> bool:

@@ -1,8 +1,13 @@
 """The server's UDP endpoint: one socket, many QUIC connections.
 
-Routes each datagram to its connection's engine by destination connection id,
-answers unknown versions with Version Negotiation, and creates a connection for
-a new client Initial. Uses aioquic's public packet API only.
+A datagram whose destination connection id belongs to a connection goes to its
+engine. Any other datagram goes through the stateless `HandshakeGate`: garbage
+is dropped, unknown versions get Version Negotiation, and a client Initial is
+admitted into the handshake table, asked to prove its address with a Retry, or
+refused with CONNECTION_CLOSE in an Initial packet, without any TLS work.
+Handshakes in flight have their own table; an admitted client that the
+server's own limits (established connections, per address) cannot take is
+refused at that first Initial too. Uses aioquic's public packet API only.
 """
 
 from __future__ import annotations
@@ -15,25 +20,21 @@ from typing import Any
 
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]  # re-exported without __all__
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.packet import (
-    QuicPacketType,
-    encode_quic_version_negotiation,
-    pull_quic_header,
-)
+from aioquic.quic.packet import pull_quic_header
 
 from . import _aioquic
 from ._engine import ConnectionEngine, drain_datagrams
+from ._validation import GateAction, HandshakeGate, Screening, build_refusal
 
 __all__ = ["ServerEndpoint"]
 
 logger = logging.getLogger("pywebtransport.server")
 
-_SMALLEST_INITIAL = 1200
-"""Client Initials are padded to at least this (RFC 9000 section 14.1)."""
+NewConnection = Callable[[Any, Any], ConnectionEngine]
+"""Makes the engine of an admitted client connection: (QuicConnection, address) -> engine."""
 
-
-NewConnection = Callable[[Any, Any], ConnectionEngine | None]
-"""Makes the engine for a new client connection: (QuicConnection, address) -> engine."""
+AdmitCheck = Callable[[Any], str | None]
+"""The server's own check of a new client address: a refusal reason, or None to admit."""
 
 
 class ServerEndpoint(asyncio.DatagramProtocol):
@@ -42,8 +43,9 @@ class ServerEndpoint(asyncio.DatagramProtocol):
     Args:
         configuration: The aioquic configuration of new connections.
         tuning: Stream limits applied to each new connection.
-        new_connection: Builds the engine of a new connection, or returns None
-            to drop the Initial.
+        gate: Screens datagrams for unknown connections (Retry, refusal, limits).
+        new_connection: Builds the engine of an admitted connection.
+        admit: The server's own check before a connection is created.
     """
 
     def __init__(
@@ -51,20 +53,32 @@ class ServerEndpoint(asyncio.DatagramProtocol):
         *,
         configuration: QuicConfiguration,
         tuning: _aioquic.ConnectionTuning,
+        gate: HandshakeGate,
         new_connection: NewConnection,
+        admit: AdmitCheck,
     ) -> None:
         self.configuration = configuration
         self._tuning = tuning
+        self.gate = gate
         self._new_connection = new_connection
+        self._admit = admit
         self.transport: asyncio.DatagramTransport | None = None
         self._sock: socket.socket | None = None
         self._routes: dict[bytes, ConnectionEngine] = {}
         self._cids: dict[ConnectionEngine, set[bytes]] = {}
         self._touched: list[ConnectionEngine] = []
+        self.stats: dict[str, int] = {
+            "handshakes_admitted": 0,
+            "retries_sent": 0,
+            "refused": 0,
+            "version_negotiations": 0,
+            "dropped": 0,
+        }
+        """What the gate did with datagrams for unknown connections."""
 
     @property
     def engines(self) -> list[ConnectionEngine]:
-        """The connections this endpoint routes to."""
+        """The connections this endpoint routes to (half-open ones included)."""
         return list(self._cids)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -98,55 +112,76 @@ class ServerEndpoint(asyncio.DatagramProtocol):
         """
 
     def _receive(self, data: bytes, addr: Any) -> None:
-        buf = Buffer(data=data)
         try:
-            header = pull_quic_header(buf, host_cid_length=self.configuration.connection_id_length)
-        except ValueError:
-            return
-        transport = self.transport
-        if transport is None:
-            return
-        if (
-            header.packet_type != QuicPacketType.VERSION_NEGOTIATION
-            and header.version is not None
-            and header.version not in self.configuration.supported_versions
-        ):
-            # A Version Negotiation packet itself has version 0, never answered:
-            # two spoofed servers cannot bounce negotiations at each other.
-            transport.sendto(
-                encode_quic_version_negotiation(
-                    source_cid=header.destination_cid,
-                    destination_cid=header.source_cid,
-                    supported_versions=self.configuration.supported_versions,
-                ),
-                addr,
+            header = pull_quic_header(
+                Buffer(data=data), host_cid_length=self.configuration.connection_id_length
             )
+        except ValueError:
+            self.stats["dropped"] += 1
             return
         engine = self._routes.get(header.destination_cid)
         if engine is None:
-            if len(data) < _SMALLEST_INITIAL or header.packet_type != QuicPacketType.INITIAL:
-                return
-            engine = self._open(header.destination_cid, addr)
+            engine = self._screen(data, addr)
             if engine is None:
                 return
         if not engine.receiving:
             self._touched.append(engine)
         engine.receive(data, addr)
 
-    def _open(self, destination_cid: bytes, addr: Any) -> ConnectionEngine | None:
+    def _screen(self, data: bytes, addr: Any) -> ConnectionEngine | None:
+        transport = self.transport
+        if transport is None:
+            return None
+        loop = asyncio.get_running_loop()
+        try:
+            screening = self.gate.screen(data, addr, now=loop.time())
+        except ValueError:  # not an IP literal (cannot happen on a UDP socket)
+            self.stats["dropped"] += 1
+            return None
+        action = screening.action
+        if action is GateAction.ACCEPT:
+            return self._accept(screening, len(data), addr)
+        if action is GateAction.DROP:
+            self.stats["dropped"] += 1
+        elif action is GateAction.RETRY:
+            self.stats["retries_sent"] += 1
+        elif action is GateAction.REFUSE:
+            self.stats["refused"] += 1
+        else:
+            self.stats["version_negotiations"] += 1
+        if screening.response is not None:
+            transport.sendto(screening.response, addr)
+        return None
+
+    def _accept(self, screening: Screening, size: int, addr: Any) -> ConnectionEngine | None:
+        header = screening.header
+        admission = screening.admission
+        assert header is not None and admission is not None
+        refusal = self._admit(addr)
+        if refusal is not None:
+            self.gate.admission.release(admission)
+            self.stats["refused"] += 1
+            logger.debug("refused %s at its Initial: %s", addr, refusal)
+            assert self.transport is not None
+            self.transport.sendto(build_refusal(header, datagram_size=size, reason=refusal), addr)
+            return None
+        self.stats["handshakes_admitted"] += 1
         quic = _aioquic.new_quic_connection(
             self.configuration,
             self._tuning,
-            original_destination_connection_id=destination_cid,
+            original_destination_connection_id=(
+                screening.original_destination_cid or header.destination_cid
+            ),
+            retry_source_connection_id=screening.retry_source_cid,
         )
         engine = self._new_connection(quic, addr)
-        if engine is None:
-            return None
+        # The handshake slot is given back when the handshake completes or fails.
+        engine.handshake.add_done_callback(lambda _: self.gate.admission.release(admission))
         engine.connection_made(self.transport)  # type: ignore[arg-type]
         engine.on_cid_issued = lambda cid: self._route(cid, engine)
         engine.on_cid_retired = lambda cid: self._unroute(cid, engine)
         self._cids[engine] = set()
-        self._route(destination_cid, engine)
+        self._route(header.destination_cid, engine)
         self._route(quic.host_cid, engine)
         return engine
 

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ from aioquic.quic.connection import QuicConnection
 from ..shared.config import ClientConfig, ServerConfig
 from ..shared.constants import ErrorCodes
 from ..shared.events import EventEmitter, EventType
-from ..shared.exceptions import ConnectionError
+from ..shared.exceptions import ConfigurationError, ConnectionError
 from ..shared.types import ConnectionState
 from . import _aioquic
 from ._core import events as pe
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConnectionEngine",
+    "apply_log_level",
     "build_quic_configuration",
     "close_secrets_log",
     "drain_datagrams",
@@ -94,8 +96,28 @@ def build_quic_configuration(
     if config.qlog_dir:
         from aioquic.quic.logger import QuicFileLogger
 
+        try:
+            os.makedirs(config.qlog_dir, exist_ok=True)
+        except OSError as exc:
+            close_secrets_log(quic_config)
+            raise ConfigurationError(
+                f"Invalid value for 'qlog_dir': {config.qlog_dir!r}; cannot create the "
+                f"directory: {exc.strerror or exc}",
+                config_key="qlog_dir",
+                config_value=config.qlog_dir,
+            ) from exc
         quic_config.quic_logger = QuicFileLogger(config.qlog_dir)
     return quic_config
+
+
+def apply_log_level(config: ClientConfig | ServerConfig) -> None:
+    """Set the `pywebtransport` logger's level from `config.log_level`, when it is set.
+
+    Args:
+        config: The configuration of a client or server being created.
+    """
+    if config.log_level is not None:
+        logging.getLogger("pywebtransport").setLevel(config.log_level)
 
 
 def stream_window(config: ClientConfig | ServerConfig) -> int:
@@ -199,7 +221,10 @@ class ConnectionEngine(asyncio.DatagramProtocol):
             stream_window=stream_window(config),
             max_capsule_size=config.max_capsule_size,
             max_field_section_size=config.max_field_section_size,
-            max_held_streams=config.max_pending_streams,
+            max_held_streams=config.max_total_pending_events,
+            max_held_per_session=config.max_pending_streams,
+            datagram_high_water_mark=config.outgoing_datagram_high_water_mark,
+            datagram_max_age=config.outgoing_datagram_max_age,
         )
         self.handle = next(_handles)
         """A process-unique number identifying the connection."""
@@ -234,6 +259,9 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         self._stream_credit_waiters: list[asyncio.Future[None]] = []
         """Tasks waiting for QUIC stream credit (checked after received datagrams)."""
         self._datagram_queue = config.max_pending_datagrams
+        self._datagram_waiting: set[SessionRecord] = set()
+        """Sessions whose senders wait for room in the outgoing datagram queue."""
+        self._held_timer: asyncio.TimerHandle | None = None
         self.emitter: EventEmitter | None = None
         """The connection's event emitter, once created."""
         # Hooks of the owner (client or server), None when unused.
@@ -299,6 +327,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         """
         self.receiving = True
         self.last_received = now = self.loop.time()
+        self.core.now = now
         self.quic.receive_datagram(data, addr, now=now)
         self._process_quic_events()
 
@@ -340,6 +369,9 @@ class ConnectionEngine(asyncio.DatagramProtocol):
             if core.has_events():
                 self._process_core_events()
             event = quic.next_event()
+        if core.held_count and self._held_timer is None:
+            ttl = self.config.pending_event_ttl
+            self._held_timer = self.loop.call_later(ttl / 2, self._expire_held)
 
     def _quic_event(self, event: qe.QuicEvent) -> None:
         if isinstance(event, qe.HandshakeCompleted):
@@ -411,11 +443,22 @@ class ConnectionEngine(asyncio.DatagramProtocol):
     def transmit(self) -> None:
         """Send every datagram QUIC has queued and re-arm the QUIC timer."""
         self._transmit_handle = None
-        self.core.want_transmit = False
+        core = self.core
+        core.want_transmit = False
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            for data, addr in self.quic.datagrams_to_send(now=self.loop.time()):
-                transport.sendto(data, addr)
+            quic = self.quic
+            now = self.loop.time()
+            while True:
+                if core.has_datagram_backlog:
+                    core.feed_datagrams(now)
+                for data, addr in quic.datagrams_to_send(now=now):
+                    transport.sendto(data, addr)
+                # Queued datagrams go on until QUIC cannot send more (congestion).
+                if not core.has_datagram_backlog or _aioquic.pending_datagrams(quic):
+                    break
+            if self._datagram_waiting:
+                self._wake_datagram_senders()
         timer_at = self.quic.get_timer()
         if self._timer is not None and self._timer_at != timer_at:
             self._timer.cancel()
@@ -441,6 +484,52 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         self._sent_this_tick = True
         self.loop.call_soon(self._new_tick)
         self.transmit()
+
+    def send_datagram(self, session: SessionRecord, data: bytes | bytearray | memoryview) -> None:
+        """Send (or queue) a datagram of a session and transmit.
+
+        Args:
+            session: An established session.
+            data: The payload, its size already checked.
+        """
+        core = self.core
+        core.now = self.loop.time()
+        core.send_datagram(session, data)
+        self.flush()
+
+    def wait_datagram_room(self, session: SessionRecord) -> asyncio.Future[None]:
+        """Return a future woken when the session's outgoing datagram queue has room.
+
+        Args:
+            session: The session.
+
+        Returns:
+            The future.
+        """
+        future: asyncio.Future[None] = self.loop.create_future()
+        if session.send_waiters is None:
+            session.send_waiters = []
+        session.send_waiters.append(future)
+        self._datagram_waiting.add(session)
+        return future
+
+    def _wake_datagram_senders(self) -> None:
+        mark = self.core.datagram_high_water_mark
+        for session in list(self._datagram_waiting):
+            if session.is_closed or len(session.outgoing or ()) < mark:
+                self._datagram_waiting.discard(session)
+                waiters, session.send_waiters = session.send_waiters, None
+                for waiter in waiters or ():
+                    _wake(waiter)
+
+    def _expire_held(self) -> None:
+        self._held_timer = None
+        core = self.core
+        core.expire_held(self.loop.time() - self.config.pending_event_ttl)
+        self.after_command()
+        if core.held_count:
+            ttl = self.config.pending_event_ttl
+            self._held_timer = self.loop.call_later(ttl / 2, self._expire_held)
 
     def _new_tick(self) -> None:
         self._sent_this_tick = False
@@ -626,10 +715,10 @@ class ConnectionEngine(asyncio.DatagramProtocol):
             return
         self.state = ConnectionState.CLOSED
         self.close_reason = (error_code, reason)
-        for timer in (self._alive_timer, self._timer):
+        for timer in (self._alive_timer, self._timer, self._held_timer):
             if timer is not None:
                 timer.cancel()
-        self._alive_timer = self._timer = None
+        self._alive_timer = self._timer = self._held_timer = None
         if self._transmit_handle is not None:
             self._transmit_handle.cancel()
             self._transmit_handle = None
@@ -648,6 +737,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         for rec in list(self._blocked):
             self._release_writers(rec)
         self.wake_credit_waiters()
+        self._wake_datagram_senders()
         if not self.terminated.done():
             self.terminated.set_result(None)
         emitter = self.emitter

@@ -86,7 +86,7 @@ class WebTransportSession:
         self._max_datagram = 0
         self.key: tuple[int, int] = (engine.handle, record.session_id)
         """Unique key of this session across all connections: (connection handle, session id)."""
-        self.stats: dict[str, int] = {
+        record.counters = {
             "streams_opened": 0,
             "streams_accepted": 0,
             "datagrams_sent": 0,
@@ -95,7 +95,25 @@ class WebTransportSession:
             "bytes_datagrams_sent": 0,
             "bytes_datagrams_received": 0,
         }
-        """Counters: streams opened/accepted, datagrams sent/received/dropped."""
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters of this session.
+
+        `streams_opened`, `streams_accepted`; `datagrams_sent`,
+        `bytes_datagrams_sent`; `datagrams_received`, `bytes_datagrams_received`;
+        `datagrams_dropped` (received ones the full receive queue dropped);
+        `datagrams_send_dropped` (queued outgoing ones `send_datagram_nowait()`
+        dropped to make room); `datagrams_expired` (queued outgoing ones older
+        than `outgoing_datagram_max_age`); `datagrams_queued` (waiting to be sent).
+        """
+        rec = self._rec
+        return {
+            **rec.counters,
+            "datagrams_send_dropped": rec.datagrams_send_dropped,
+            "datagrams_expired": rec.datagrams_expired,
+            "datagrams_queued": len(rec.outgoing or ()),
+        }
 
     # ------------------------------------------------------------------ properties
 
@@ -380,7 +398,7 @@ class WebTransportSession:
                 ) from exc
         stream = core.open_stream(rec, unidirectional=unidirectional)
         engine.after_command()
-        self.stats["streams_opened"] += 1
+        rec.counters["streams_opened"] += 1
         return stream
 
     async def create_bidirectional_stream(self) -> WebTransportStream:
@@ -537,7 +555,13 @@ class WebTransportSession:
     # ------------------------------------------------------------------ datagrams
 
     async def send_datagram(self, data: Buffer | str) -> None:
-        """Send an unreliable datagram.
+        """Send an unreliable datagram, waiting while the outgoing queue is full.
+
+        Datagrams QUIC cannot send yet (congestion) wait in a queue of
+        `outgoing_datagram_high_water_mark` datagrams; while it is full this
+        waits, so a fast sender is held to what the path carries. Queued
+        datagrams older than `outgoing_datagram_max_age` are dropped before
+        sending (`stats["datagrams_expired"]`).
 
         Args:
             data: The payload (`str` is encoded as UTF-8).
@@ -546,13 +570,21 @@ class WebTransportSession:
             DatagramError: The payload is larger than `max_datagram_size`.
             SessionClosedError: The session is closed.
         """
+        rec = self._rec
+        mark = self._config.outgoing_datagram_high_water_mark
+        while rec.outgoing is not None and len(rec.outgoing) >= mark:
+            self._check_open()
+            await self._engine.wait_datagram_room(rec)
         self.send_datagram_nowait(data)
 
     def send_datagram_nowait(self, data: Buffer | str) -> None:
-        """Send an unreliable datagram without awaiting (same checks as `send_datagram`).
+        """Send an unreliable datagram without waiting.
+
+        When the outgoing queue is full the oldest queued datagram is dropped
+        to make room (`stats["datagrams_send_dropped"]`): fresh data wins.
 
         Args:
-            data: The payload.
+            data: The payload (`str` is encoded as UTF-8).
 
         Raises:
             DatagramError: The payload is larger than `max_datagram_size`.
@@ -574,10 +606,8 @@ class WebTransportSession:
                 datagram_size=size,
                 max_size=limit,
             )
-        engine = self._engine
-        engine.core.send_datagram(rec, data)
-        engine.flush()
-        stats = self.stats
+        self._engine.send_datagram(rec, data)
+        stats = rec.counters
         stats["datagrams_sent"] += 1
         stats["bytes_datagrams_sent"] += size
 
@@ -702,7 +732,7 @@ def deliver_datagram(rec: SessionRecord, data: bytes, queue_limit: int) -> None:
         queue_limit: Datagrams the queue holds (`max_pending_datagrams`).
     """
     session: WebTransportSession = rec.owner
-    stats = session.stats
+    stats = rec.counters
     stats["datagrams_received"] += 1
     stats["bytes_datagrams_received"] += len(data)
     emitter = rec.emitter
@@ -786,7 +816,7 @@ def _stream_opened(engine: ConnectionEngine, stream_rec: StreamRecord) -> None:
         if rec.incoming_bidi is None:
             rec.incoming_bidi = deque()
         rec.incoming_bidi.append(stream)
-    session.stats["streams_accepted"] += 1
+    rec.counters["streams_accepted"] += 1
     waiter = rec.incoming_waiter
     if waiter is not None:
         rec.incoming_waiter = None

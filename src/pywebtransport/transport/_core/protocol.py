@@ -81,6 +81,8 @@ _BLOCKED_CAPSULES: Final = frozenset(
 )
 _MAX_ENDED_SESSIONS: Final = 1024
 _MAX_EARLY_STOPS: Final = 64
+_DATAGRAM_BUDGET: Final = 64
+"""Datagrams handed to QUIC ahead of what it sent; the rest wait in session queues."""
 """STOP_SENDING frames remembered for streams not seen yet (each one byte of state)."""
 """Ended session ids remembered exactly; older ones are told apart by their id."""
 
@@ -90,6 +92,7 @@ class _Held:
     """A peer stream that arrived before its session was established (draft §4.6)."""
 
     unidirectional: bool
+    since: float
     data: bytearray = field(default_factory=bytearray)
     fin: bool = False
 
@@ -110,7 +113,11 @@ class WebTransportProtocol:
             field section size: names + values + 32 per field); larger gets 431.
         max_held_streams: Peer streams held for sessions not established yet,
             per connection (more are refused with WT_BUFFERED_STREAM_REJECTED).
+        max_held_per_session: The same, per session.
         max_held_bytes: Data one held stream may buffer before it is refused.
+        datagram_high_water_mark: Datagrams a session queues while QUIC cannot
+            send them; past it the oldest is dropped (`queue_datagram`).
+        datagram_max_age: Seconds a queued datagram stays sendable, or None.
 
     Attributes:
         quic: The QUIC connection.
@@ -131,7 +138,10 @@ class WebTransportProtocol:
         max_capsule_size: int = 65536,
         max_field_section_size: int = 65536,
         max_held_streams: int = 32,
+        max_held_per_session: int = 10,
         max_held_bytes: int = 64 * 1024,
+        datagram_high_water_mark: int = 32,
+        datagram_max_age: float | None = None,
     ) -> None:
         self.quic = quic
         self.limits = limits if limits is not None else Limits()
@@ -141,6 +151,13 @@ class WebTransportProtocol:
         self._stream_window = stream_window
         self._half_window = max(1, stream_window // 2)
         self._max_held_streams = max_held_streams
+        self._max_held_per_session = max_held_per_session
+        self.datagram_high_water_mark = datagram_high_water_mark
+        self.datagram_max_age = datagram_max_age
+        self._datagram_backlog: dict[int, SessionRecord] = {}
+        """Sessions with queued outgoing datagrams, in round-robin order."""
+        self.now = 0.0
+        """Time of the event being handled, set by the I/O layer (the core reads no clock)."""
         self._max_held_bytes = max_held_bytes
         settings = all_settings(self.limits)
         settings[SETTINGS_MAX_FIELD_SECTION_SIZE] = max_field_section_size
@@ -334,14 +351,41 @@ class WebTransportProtocol:
         if session is None and self._session_ended(session_id):
             self._refuse(stream_id, unidirectional, ErrorCodes.WT_SESSION_GONE)
             return
-        if self._held_count >= self._max_held_streams or len(data) > self._max_held_bytes:
+        held_here = self._held.get(session_id)
+        if (
+            self._held_count >= self._max_held_streams
+            or (held_here is not None and len(held_here) >= self._max_held_per_session)
+            or len(data) > self._max_held_bytes
+        ):
             self._refuse(stream_id, unidirectional, ErrorCodes.WT_BUFFERED_STREAM_REJECTED)
             return
         # The CONNECT (or its answer) may still be on its way: hold the stream.
         self._held.setdefault(session_id, {})[stream_id] = _Held(
-            unidirectional, bytearray(data), fin
+            unidirectional, self.now, bytearray(data), fin
         )
         self._held_count += 1
+
+    @property
+    def held_count(self) -> int:
+        """Peer streams held for sessions that are not established yet."""
+        return self._held_count
+
+    def expire_held(self, before: float) -> None:
+        """Refuse held streams that arrived before `before` (their session never came).
+
+        Args:
+            before: Streams held since earlier than this are refused with
+                WT_BUFFERED_STREAM_REJECTED.
+        """
+        for session_id, held in list(self._held.items()):
+            for stream_id, entry in list(held.items()):
+                if entry.since < before:
+                    del held[stream_id]
+                    self._held_count -= 1
+                    code = ErrorCodes.WT_BUFFERED_STREAM_REJECTED
+                    self._refuse(stream_id, entry.unidirectional, code)
+            if not held:
+                del self._held[session_id]
 
     def _is_held(self, stream_id: int) -> bool:
         return any(stream_id in held for held in self._held.values())
@@ -1048,6 +1092,8 @@ class WebTransportProtocol:
             rec.write_done = True
             self._forget(rec)
         self._drop_held(sid, ErrorCodes.WT_SESSION_GONE)
+        self._datagram_backlog.pop(sid, None)
+        session.outgoing = None
         del self.sessions[sid]
         self._remember_ended(sid)
         self.want_transmit = True
@@ -1139,14 +1185,69 @@ class WebTransportProtocol:
         self.want_transmit = True
         return rec
 
-    def send_datagram(self, session: SessionRecord, data: bytes | bytearray | memoryview) -> None:
-        """Queue a datagram of a session on the QUIC connection.
+    def send_datagram(self, session: SessionRecord, data: bytes | bytearray | memoryview) -> bool:
+        """Send a datagram of a session, or queue it while QUIC cannot take more.
+
+        QUIC gets at most a few datagrams ahead of what it can send; the rest
+        wait in the session's queue (`feed_datagrams` moves them on). When the
+        queue holds `datagram_high_water_mark` datagrams, the oldest is dropped
+        and counted in `session.datagrams_send_dropped`.
 
         Args:
             session: An established session.
             data: The payload (its size is checked by the caller).
+
+        Returns:
+            True when the queue is below its high-water mark afterwards.
         """
-        self.quic.send_datagram_frame(session.datagram_prefix + data)
+        queue = session.outgoing
+        if not queue and _aioquic.pending_datagrams(self.quic) < _DATAGRAM_BUDGET:
+            self.quic.send_datagram_frame(session.datagram_prefix + data)
+            self.want_transmit = True
+            return True
+        if queue is None:
+            queue = session.outgoing = deque()
+        if len(queue) >= self.datagram_high_water_mark:
+            queue.popleft()
+            session.datagrams_send_dropped += 1
+        queue.append((self.now, bytes(data)))
+        self._datagram_backlog[session.session_id] = session
+        self.want_transmit = True
+        return len(queue) < self.datagram_high_water_mark
+
+    @property
+    def has_datagram_backlog(self) -> bool:
+        """True while sessions have datagrams queued for sending."""
+        return bool(self._datagram_backlog)
+
+    def feed_datagrams(self, now: float) -> None:
+        """Hand queued datagrams to QUIC, round-robin across sessions, up to its budget.
+
+        Datagrams older than `datagram_max_age` are dropped first (counted in
+        `session.datagrams_expired`).
+
+        Args:
+            now: The current time.
+        """
+        quic = self.quic
+        budget = _DATAGRAM_BUDGET - _aioquic.pending_datagrams(quic)
+        max_age = self.datagram_max_age
+        backlog = self._datagram_backlog
+        while budget > 0 and backlog:
+            for session_id, session in list(backlog.items()):
+                queue = session.outgoing
+                while queue:
+                    queued_at, data = queue.popleft()
+                    if max_age is not None and now - queued_at > max_age:
+                        session.datagrams_expired += 1
+                        continue
+                    quic.send_datagram_frame(session.datagram_prefix + data)
+                    budget -= 1
+                    break
+                if not queue or session.is_closed:
+                    del backlog[session_id]
+                if budget <= 0:
+                    break
         self.want_transmit = True
 
     def _safe_reset(self, stream_id: int, code: int) -> None:

@@ -73,6 +73,9 @@ class SessionRecord:
         flow: Session flow control (draft-15), or None.
         datagram_prefix: The quarter stream id that starts each of its datagrams.
         capsules: Unparsed bytes of the CONNECT stream.
+        outgoing: Datagrams queued for sending, as (time queued, payload).
+        datagrams_send_dropped: Queued datagrams dropped because the queue was full.
+        datagrams_expired: Queued datagrams dropped for being older than the maximum age.
         close_received: The peer's (code, reason) from CLOSE_WEBTRANSPORT_SESSION.
         fin_sent: Whether our side of the CONNECT stream is finished.
         close_code: Application code the session closed with.
@@ -89,6 +92,8 @@ class SessionRecord:
         datagrams: I/O layer: received datagrams not read yet.
         datagram_waiter: I/O layer: future of a task waiting for a datagram.
         credit_waiters: I/O layer: futures waiting for session flow-control credit.
+        counters: I/O layer: the session's statistics counters.
+        send_waiters: I/O layer: futures of senders waiting for the datagram queue.
         emitter: I/O layer: the session's event emitter, once created.
     """
 
@@ -100,10 +105,13 @@ class SessionRecord:
         "close_received",
         "closed_by_peer",
         "closed_cleanly",
+        "counters",
         "credit_waiters",
         "datagram_prefix",
         "datagram_waiter",
         "datagrams",
+        "datagrams_expired",
+        "datagrams_send_dropped",
         "dialect",
         "emitter",
         "ended",
@@ -115,12 +123,14 @@ class SessionRecord:
         "incoming_waiter",
         "is_client",
         "offered_protocols",
+        "outgoing",
         "owner",
         "path",
         "protocol",
         "ready",
         "rejected_with",
         "request",
+        "send_waiters",
         "session_id",
         "state",
         "streams",
@@ -141,6 +151,9 @@ class SessionRecord:
         self.flow: SessionFlow | None = None
         self.datagram_prefix = b""
         self.capsules: bytearray | None = None
+        self.outgoing: deque[tuple[float, bytes]] | None = None
+        self.datagrams_send_dropped = 0
+        self.datagrams_expired = 0
         self.close_received: tuple[int, str] | None = None
         self.fin_sent = False
         self.close_code = 0
@@ -157,6 +170,8 @@ class SessionRecord:
         self.datagrams: Any = None
         self.datagram_waiter: Any = None
         self.credit_waiters: Any = None
+        self.counters: dict[str, int] = {}
+        self.send_waiters: Any = None
         self.emitter: Any = None
 
     @property
