@@ -1,6 +1,6 @@
 """Group fan-out: messages per second delivered to N sessions across W workers on Redis.
 
-Standalone (not part of the `python -m benchmarks` runner, which may pick it up):
+Standalone, and the runner's `fanout` scenario (`make bench` records its result):
 
     python benchmarks/fanout.py [--sessions 500] [--workers 2] [--messages 100]
         [--size 64] [--redis redis://127.0.0.1:6379/0]
@@ -34,12 +34,14 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from pywebtransport import (  # noqa: E402
     ClientConfig,
+    GroupManager,
+    RedisBackend,
+    ServerApp,
     ServerConfig,
     WebTransportClient,
     WebTransportSession,
+    generate_self_signed_cert,
 )
-from pywebtransport.framework import GroupManager, RedisBackend, ServerApp  # noqa: E402
-from pywebtransport.shared.utils import generate_self_signed_cert  # noqa: E402
 
 
 def free_port(kind: socket.SocketKind) -> int:
