@@ -50,9 +50,9 @@ BASE: dict[str, Any] = {
     "mux_reps": 1,
     "mux_timeout": 60,
     "n_dgram": 20000,
-    "duration": 3.0,
+    "duration": 2.0,
     "close_cycles": 1_000_000,  # bounded by duration
-    "sessions": 500,
+    "sessions": 300,
     "settle": 1.5,
     "idle_window": 0,
     "capacity_ns": [100],
@@ -61,6 +61,7 @@ BASE: dict[str, Any] = {
     "capacity_interval": 0.1,
     "capacity_connect_timeout": 120,
     "load_settle": 1.0,
+    "load_client": "rawh3",  # capacity and workers: one load generator for every server
     "lul_warm": 0.3,
     "loss_pcts": [0, 1, 5],
     "lossy_size": 4 * MiB,
@@ -99,16 +100,17 @@ BENCH: Plan = {
     "conn_rate": {},
     "conn_rate_client_close": {},
     "idle_cost": {},
-    "capacity": {"timeout": 180},
-    "latency_under_load": {},
+    # One round per loop: the load scenarios are long and their figures coarse.
+    "capacity": {"timeout": 180, "rounds": 1},
+    "latency_under_load": {"rounds": 1},
     "fanout": {"impls": OURS, "loops": ("uvloop",), "rounds": 1, "timeout": 330},
 }
 FULL: Plan = {
     "capacity": {
         "params": {
-            "capacity_ns": [100, 1000, 3000],
+            "capacity_ns": [100, 300, 1000, 3000],
             "capacity_clients": 3,
-            "capacity_duration": 10.0,
+            "capacity_duration": 8.0,
         },
         "timeout": 900,
     },

@@ -155,8 +155,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         await asyncio.wait_for(asyncio.gather(*receivers), args.timeout)
         elapsed = time.perf_counter() - started
     finally:
-        for client in clients:
-            await client.close()
+        # Concurrently: each close may wait out its connections' closing period.
+        await asyncio.gather(*(client.close() for client in clients))
         await stop(server)
         if redis_process is not None:
             await stop(redis_process)

@@ -7,6 +7,11 @@ functions run in the worker's client process; ``capacity`` and ``workers`` also 
 load-generating client children (``python -m benchmarks.load``, this module's ``main``)
 that connect their share of the sessions, print ``CONNECTED``, wait for ``GO`` on stdin,
 run for the given duration and print one JSON line.
+
+Those two measure servers, so every server under test gets the same load generator
+(``load_client``, default stock raw aioquic H3: the cheapest client here). On 2 cores the
+clients compete with the server for CPU; a client per session costs about what the server
+spends on it, so the client side saturates too, which the offered-load figure shows.
 """
 
 from __future__ import annotations
@@ -134,6 +139,12 @@ async def _run_children(
     return results, server
 
 
+def _load_client(ctx: Any) -> str:
+    """The implementation of the load-generating children ("same": the one under test)."""
+    client = ctx.params.get("load_client", "rawh3")
+    return str(ctx.env.impl if client == "same" else client)
+
+
 async def _wait_go() -> None:
     if not await asyncio.to_thread(sys.stdin.readline):
         raise SystemExit("parent went away before GO")
@@ -175,7 +186,8 @@ async def _capacity_one(ctx: Any, port: int, pid: int, n: int) -> dict[str, Any]
     dur = p["capacity_duration"]
     common = ["--mode", "capacity", "--port", str(port), "--duration", str(dur)]
     common += ["--interval", str(p["capacity_interval"])]
-    argvs = [ctx.env.child_argv(*common, "--sessions", str(share)) for share in shares]
+    client = _load_client(ctx)
+    argvs = [ctx.env.child_argv(client, *common, "--sessions", str(share)) for share in shares]
     results, server = await _run_children(
         ctx, argvs, p["capacity_connect_timeout"], dur + 60, [pid]
     )
@@ -319,7 +331,7 @@ async def _workers_phases(ctx: Any, port: int, pids: list[int]) -> dict[str, Any
         ("messages", ["--sessions", str(p["workers_sessions"])], "msgs_per_s"),
     ):
         argv = ctx.env.child_argv(
-            "--mode", mode, "--port", str(port), "--duration", str(dur), *extra
+            _load_client(ctx), "--mode", mode, "--port", str(port), "--duration", str(dur), *extra
         )
         results, server = await _run_children(ctx, [argv] * k, 60, dur + 60, pids)
         out[key] = round(sum(r["count"] for r in results) / dur, 1)

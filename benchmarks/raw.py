@@ -438,7 +438,7 @@ class ClientProtocol(_Base):
         self._check(sid)
         return fut
 
-    async def open_session(self, authority: str) -> None:
+    async def open_session(self, authority: str, path: str = "/wt") -> None:
         if self._http is None:
             return
         sid = self._quic.get_next_available_stream_id()
@@ -450,7 +450,7 @@ class ClientProtocol(_Base):
                 (b":method", b"CONNECT"),
                 (b":scheme", b"https"),
                 (b":authority", authority.encode()),
-                (b":path", b"/wt"),
+                (b":path", path.encode()),
                 (b":protocol", b"webtransport"),
                 (b"sec-webtransport-http3-draft02", b"1"),
             ],
@@ -564,7 +564,7 @@ class Dialer:
                     )
                 ),
             )
-            await proto.open_session(f"127.0.0.1:{self.port}")
+            await proto.open_session(f"127.0.0.1:{self.port}", path)
         except BaseException:
             await stack.aclose()
             raise

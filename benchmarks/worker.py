@@ -87,9 +87,9 @@ class Env:
         while self.servers:
             self.servers.pop().stop()
 
-    def child_argv(self, *extra: str) -> list[str]:
-        """A load-generating client child (``benchmarks.load``) of this impl and loop."""
-        argv = [sys.executable, "-m", "benchmarks.load", "--impl", self.impl, "--loop", self.loop]
+    def child_argv(self, impl: str, *extra: str) -> list[str]:
+        """A load-generating client child (``benchmarks.load``) of `impl` on this loop."""
+        argv = [sys.executable, "-m", "benchmarks.load", "--impl", impl, "--loop", self.loop]
         return [*argv, "--set", json.dumps(self.settings), *extra]
 
 
