@@ -324,7 +324,8 @@ def main() -> None:
 
     if args.from_file:
         profile_name, _meta, _recs = load_run(Path(args.from_file))
-        runs = {profile_name: Path(args.from_file)}
+        runs = {name: p for name, p in RUN_FILES.items() if p.exists()}
+        runs[profile_name] = Path(args.from_file)
     else:
         profile_name = "full" if args.full else "bench"
         profile = PROFILES[profile_name]

@@ -178,6 +178,8 @@ def cells(recs: list[dict[str, Any]], loop: str) -> Cells:
 def fmt(v: Any) -> str:
     if v is None:
         return "–"
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e12:
+        return f"{int(v):,}"  # counts recorded as integers come back as floats
     if isinstance(v, float):
         if abs(v) >= 1000:
             return f"{v:,.0f}"
@@ -456,14 +458,14 @@ def render_targets(runs: dict[str, dict[str, Cells]]) -> str:
     ) -> Callable[[Cells], tuple[str, bool | None]]:
         def fn(c: Cells) -> tuple[str, bool | None]:
             v = c.get(("ours", sc, key))
-            return (f"{fmt(v)} {unit}" if v is not None else "–"), meets(v, target)
+            return (f"{fmt(v)}{unit}" if v is not None else "–"), meets(v, target)
 
         return fn
 
     add(
         "client close p50 ≤ 5 ms (a session open)",
         "bench",
-        ours("conn_rate_client_close", "client_close_p50_ms", "≤ 5", "ms"),
+        ours("conn_rate_client_close", "client_close_p50_ms", "≤ 5", " ms"),
     )
     add(
         "≥ 50 sequential connect+close cycles/s, fresh client each",
@@ -521,7 +523,7 @@ def render_targets(runs: dict[str, dict[str, Cells]]) -> str:
     add(
         "idle memory per session (server) ≤ 48 KiB",
         "bench",
-        ours("idle_cost", "server_kib_per_session", "≤ 48", "KiB"),
+        ours("idle_cost", "server_kib_per_session", "≤ 48", " KiB"),
     )
 
     def knee(c: Cells) -> tuple[str, bool | None]:
