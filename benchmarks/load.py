@@ -44,6 +44,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RELAY = ROOT / "tests" / "integration" / "udp_relay.py"
 perf = time.perf_counter
 _LINE_LIMIT = 256 * 1024 * 1024  # a child's samples come back as one JSON line
+# An overloaded server may answer a connect or an echo very late, or never (a connection
+# that timed out): after this long it counts as failed instead of hanging the run.
+_GRACE = 30.0
 _tasks: set[asyncio.Task[Any]] = set()
 
 
@@ -189,7 +192,7 @@ async def _capacity_one(ctx: Any, port: int, pid: int, n: int) -> dict[str, Any]
     client = _load_client(ctx)
     argvs = [ctx.env.child_argv(client, *common, "--sessions", str(share)) for share in shares]
     results, server = await _run_children(
-        ctx, argvs, p["capacity_connect_timeout"], dur + 60, [pid]
+        ctx, argvs, p["capacity_connect_timeout"], dur + _GRACE + 30, [pid]
     )
     rtts = [us / 1e6 for r in results for us in r["rtt_us"]]
     dgs = [us / 1e6 for r in results for us in r["dg_us"]]
@@ -203,6 +206,8 @@ async def _capacity_one(ctx: Any, port: int, pid: int, n: int) -> dict[str, Any]
         "msgs_per_s": round(len(rtts) / dur, 1),
         "offered_pct": round(100 * sent / offered, 1) if offered else None,
         "errors": sum(r["errors"] for r in results),
+        "timeouts": sum(r["timeouts"] for r in results),
+        "connect_errors": sum(r["connect_errors"] for r in results),
         "server_cpu_pct": server["server_cpu_pct"],
         "server_kib_per_session": round(server["server_rss_kib"] / n, 1),
         "connect_s": server["connect_s"],
@@ -218,17 +223,23 @@ async def _child_capacity(dialer: Any, args: argparse.Namespace) -> None:
         if d[:1] == b"E":
             dg_us.append(int((perf() - struct.unpack_from("!d", d, 1)[0]) * 1e6))
 
-    async def open_one() -> tuple[Any, Any]:
-        async with sem:
-            conn = await dialer.connect("/op")
-            conn.on_datagram(on_datagram)
-            return conn, await conn.stream(b"E")
+    counts = {"sent": 0, "dg_sent": 0, "errors": 0, "timeouts": 0, "connect_errors": 0, "late": 0}
 
-    pairs = await asyncio.gather(*[open_one() for _ in range(n)])
-    print("CONNECTED", n, flush=True)
+    async def open_one() -> tuple[Any, Any] | None:
+        async with sem:
+            try:
+                async with asyncio.timeout(_GRACE):
+                    conn = await dialer.connect("/op")
+                    conn.on_datagram(on_datagram)
+                    return conn, await conn.stream(b"E")
+            except Exception:
+                counts["connect_errors"] += 1
+                return None
+
+    pairs = [p for p in await asyncio.gather(*[open_one() for _ in range(n)]) if p]
+    print("CONNECTED", len(pairs), flush=True)
     await _wait_go()
     rtt_us: list[int] = []
-    counts = {"sent": 0, "dg_sent": 0, "errors": 0, "late": 0}
     start = perf()
     end = start + args.duration
     msg = bytes(size)
@@ -247,12 +258,15 @@ async def _child_capacity(dialer: Any, args: argparse.Namespace) -> None:
                 await stream.write(msg)
                 await conn.send_datagram(b"E" + struct.pack("!d", t0) + bytes(size - 9))
                 counts["dg_sent"] += 1
-                await stream.readexactly(size)
+                async with asyncio.timeout(end + _GRACE - perf()):
+                    await stream.readexactly(size)
                 rtt_us.append(int((perf() - t0) * 1e6))
                 next_t += interval
                 if next_t < perf():  # fell behind: the missed sends are not made up
                     counts["late"] += 1
                     next_t = perf()
+        except TimeoutError:
+            counts["timeouts"] += 1
         except Exception:
             counts["errors"] += 1
 
@@ -333,7 +347,7 @@ async def _workers_phases(ctx: Any, port: int, pids: list[int]) -> dict[str, Any
         argv = ctx.env.child_argv(
             _load_client(ctx), "--mode", mode, "--port", str(port), "--duration", str(dur), *extra
         )
-        results, server = await _run_children(ctx, [argv] * k, 60, dur + 60, pids)
+        results, server = await _run_children(ctx, [argv] * k, 60, dur + _GRACE + 30, pids)
         out[key] = round(sum(r["count"] for r in results) / dur, 1)
         out[f"{mode}_errors"] = sum(r["errors"] for r in results)
         out[f"{mode}_server_cpu_pct"] = server["server_cpu_pct"]
@@ -350,7 +364,8 @@ async def _child_sessions(dialer: Any, args: argparse.Namespace) -> None:
     async def loop() -> None:
         while perf() < end:
             try:
-                conn = await dialer.connect("/op")
+                async with asyncio.timeout(_GRACE):
+                    conn = await dialer.connect("/op")
             except Exception:
                 counts["errors"] += 1
                 continue
@@ -380,7 +395,8 @@ async def _child_messages(dialer: Any, args: argparse.Namespace) -> None:
         try:
             while perf() < end:
                 await stream.write(msg)
-                await stream.readexactly(100)
+                async with asyncio.timeout(end + _GRACE - perf()):
+                    await stream.readexactly(100)
                 counts["count"] += 1
         except Exception:
             counts["errors"] += 1

@@ -113,10 +113,13 @@ CAPACITY_METRICS: list[tuple[str, str, bool]] = [
     ("dgram_p99_ms", "datagram RTT p99 ms", False),
     ("dgram_lost_pct", "datagrams lost %", False),
     ("msgs_per_s", "stream echoes per s", True),
+    ("offered_pct", "offered sends made %", True),
     ("server_cpu_pct", "server CPU %", False),
     ("server_kib_per_session", "server RSS per session KiB", False),
     ("connect_s", "time to connect all, s", False),
+    ("connect_errors", "sessions not connected", False),
     ("errors", "sessions failed", False),
+    ("timeouts", "echoes not back 30 s after the run", False),
 ]
 FULL_METRICS: list[Metric] = [
     ("lossy", "loss{p}_MiBps", "{p} % loss, 20 ms RTT: upload MiB/s", True, None),
@@ -354,6 +357,12 @@ def _header(meta: dict[str, Any], recs: list[dict[str, Any]]) -> list[str]:
     revs = {(r.get("git") or {}).get("rev") for r in recs} - {None}
     aioquics = {str(r["aioquic"]) for r in recs if r.get("aioquic")}
     mixed = f" **Records from {len(revs)} revisions.**" if len(revs) > 1 else ""
+    loads = [r["loadavg"] for r in recs if isinstance(r.get("loadavg"), (int, float))]
+    if loads:
+        mixed += (
+            f" One-minute load average when a run started: {min(loads):.2f}–{max(loads):.2f} "
+            "(the machine is shared: other work adds noise)."
+        )
     return [
         f"Measured {m.get('date_utc', '?')} by `{target}` in {meta.get('wall_s', '?')} s, "
         f"revision `{rev[:12]}` ({tree}), aioquic {', '.join(sorted(aioquics)) or m.get('aioquic')}.{mixed}",

@@ -168,6 +168,7 @@ def _run_scenario(
     deadline: float,
 ) -> None:
     t0 = time.perf_counter()
+    rec["loadavg"] = round(os.getloadavg()[0], 2)
     try:
         fn = _scenarios(args.impl)[name]
         port = server.port if server is not None else 0
