@@ -78,18 +78,20 @@ class Child:
         )
         return cls(proc, err)
 
-    def stderr_tail(self, n: int = 1500) -> str:
+    def stderr_last(self) -> str:
+        """The child's last line of error output (an exception's message)."""
         self._err.seek(0)
-        return str(self._err.read().decode(errors="replace"))[-n:]
+        lines = self._err.read().decode(errors="replace").strip().splitlines()
+        return str(lines[-1]) if lines else "no error output"
 
     async def line(self, timeout: float) -> str:
         assert self.proc.stdout is not None
         try:
             raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
         except TimeoutError:
-            raise RuntimeError(f"child silent for {timeout:.0f} s: {self.stderr_tail()}") from None
+            raise RuntimeError(f"child silent for {timeout:.0f} s: {self.stderr_last()}") from None
         if not raw:
-            raise RuntimeError(f"child exited: {self.stderr_tail()}")
+            raise RuntimeError(f"child exited: {self.stderr_last()}")
         return str(raw.decode())
 
     def send(self, text: str) -> None:
@@ -184,6 +186,7 @@ async def _capacity_one(ctx: Any, port: int, pid: int, n: int) -> dict[str, Any]
         conn = await dialer.connect("/op")
         await conn.close()
     await dialer.aclose()
+    await asyncio.sleep(p["load_settle"])
     k = max(1, min(p["capacity_clients"], n))
     shares = [n // k + (i < n % k) for i in range(k)]
     dur = p["capacity_duration"]

@@ -405,7 +405,7 @@ def render_run(meta: dict[str, Any], recs: list[dict[str, Any]]) -> str:
         failed = [r for r in recs if r.get("loop") == lp and not r.get("ok")]
         extra += [
             f"failed run: {r.get('impl')} {r.get('scenario')} round {r.get('round')}: "
-            f"`{str(r.get('error'))[:200]}`"
+            f"`{' '.join(str(r.get('error')).split())[:200]}`"
             for r in failed
         ]
         if extra:
@@ -438,10 +438,10 @@ def _per_loop(
     return texts, oks
 
 
-def _verdict(oks: list[bool | None]) -> str:
+def _verdict(oks: list[bool | None], texts: list[str]) -> str:
     known = [o for o in oks if o is not None]
     if not known:
-        return "not measured"
+        return "reported" if any(t != "–" for t in texts) else "not measured"
     return (
         "met"
         if all(known) and len(known) == len(oks)
@@ -460,7 +460,7 @@ def render_targets(runs: dict[str, dict[str, Cells]]) -> str:
 
     def add(label: str, run: str, fn: Callable[[Cells], tuple[str, bool | None]]) -> None:
         texts, oks = _per_loop(runs, run, fn)
-        lines.append(f"| {label} | {texts[0]} | {texts[1]} | {_verdict(oks)} |")
+        lines.append(f"| {label} | {texts[0]} | {texts[1]} | {_verdict(oks, texts)} |")
 
     def ours(
         sc: str, key: str, target: str, unit: str
