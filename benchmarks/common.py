@@ -33,18 +33,28 @@ SETTINGS: dict[str, Any] = {
     "quic_stream_receive_window": 1 * MiB,  # QUIC max_stream_data
     "max_stream_write_buffer_size": 1 * MiB,  # ours: write() high-water; raw: un-acked bytes
     "quic_max_concurrent_bidi_streams": 2000,  # multiplex opens 1000 streams at once
+    "connection_idle_timeout": 60.0,
 }
 # Ours only: capacity and WebTransport-level limits that raw aioquic does not have.
 OURS_EXTRA: dict[str, Any] = {
     "initial_max_data": 16 * MiB,
     "flow_control_window": 16 * MiB,
     "initial_max_streams_bidi": 2000,
-    "max_sessions": 2000,
-    "max_connections": 2000,
+    # Passed explicitly (the library's defaults are lower and may change): capacity opens
+    # 3,000 sessions, one connection each.
+    "max_sessions": 10000,
+    "max_connections": 10000,
     "max_pending_datagrams": 1000,
     "max_stream_read_buffer_size": 1 * MiB,
 }
-OURS_SERVER_EXTRA: dict[str, Any] = {"max_sessions_per_connection": 10}
+OURS_SERVER_EXTRA: dict[str, Any] = {
+    "max_sessions_per_connection": 10,
+    # Every benchmark client comes from 127.0.0.1: per-address limits (sized for
+    # fairness between real client addresses) would refuse the load generator.
+    "max_connections_per_address": 10000,
+    "max_sessions_per_address": 10000,
+    "max_handshakes_per_address": 1024,
+}
 
 
 def pct(values: list[float], p: float) -> float | None:
@@ -62,14 +72,32 @@ def med(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def lat_summary(samples_s: list[float], prefix: str, ps: tuple[int, ...]) -> dict[str, Any]:
-    """Latency samples in seconds -> {prefix_p50_ms: ...}."""
+def lat_summary(samples_s: list[float], prefix: str, ps: tuple[float, ...]) -> dict[str, Any]:
+    """Latency samples in seconds -> {prefix_p50_ms: ...} (p99.9 is named p999)."""
     ms = [s * 1000.0 for s in samples_s]
     out: dict[str, Any] = {}
     for p in ps:
         v = pct(ms, p)
-        out[f"{prefix}_p{p}_ms"] = None if v is None else round(v, 4)
+        out[f"{prefix}_p{str(p).replace('.', '')}_ms"] = None if v is None else round(v, 4)
     return out
+
+
+def fairness(done_s: list[float]) -> dict[str, Any]:
+    """Per-stream completion times of equal-sized concurrent transfers -> fairness figures.
+
+    Jain's index over per-stream throughput (size / completion time): 1.0 when every
+    stream finishes together (round-robin service), about 0.03 for 1,000 streams served
+    one after another.
+    """
+    if not done_s:
+        return {}
+    rates = [1.0 / max(t, 1e-9) for t in done_s]
+    jain = sum(rates) ** 2 / (len(rates) * sum(r * r for r in rates))
+    return {
+        "mux_jain": round(jain, 3),
+        "mux_first_done_s": round(min(done_s), 3),
+        "mux_median_done_s": round(statistics.median(done_s), 3),
+    }
 
 
 def read_rss_kb(pid: int | str = "self") -> int | None:
@@ -97,6 +125,16 @@ class RssMeter:
         return {
             "server_kib_per_session": round((s1 - s0) / n, 1) if s0 and s1 else None,
             "client_kib_per_session": round((c1 - c0) / n, 1) if c0 and c1 else None,
+        }
+
+    def growth(self, cycles: int) -> dict[str, float | None]:
+        """KiB of growth per 1,000 cycles on each side since construction."""
+        s1, c1 = read_rss_kb(self.server_pid), read_rss_kb()
+        s0, c0 = self.s0, self.c0
+        k = 1000 / max(cycles, 1)
+        return {
+            "server_rss_kib_per_1000": round((s1 - s0) * k, 1) if s0 and s1 else None,
+            "client_rss_kib_per_1000": round((c1 - c0) * k, 1) if c0 and c1 else None,
         }
 
 
@@ -133,6 +171,18 @@ class CpuMeter:
             out[f"{prefix}_server_cpu_ms_per_MiB"] = round((s1 - self.s0) * 1000 / mib, 2)
         return out
 
+    def per_session_minute(self, n: int, window_s: float) -> dict[str, Any]:
+        """CPU ms per session per minute on each side over a window of `window_s`."""
+        c1 = read_cpu_s("self")
+        s1 = read_cpu_s(self.server_pid) if self.server_pid else None
+        k = 1000 * 60 / (n * window_s)
+        out: dict[str, Any] = {}
+        if self.s0 is not None and s1 is not None:
+            out["server_cpu_ms_per_session_min"] = round((s1 - self.s0) * k, 3)
+        if self.c0 is not None and c1 is not None:
+            out["client_cpu_ms_per_session_min"] = round((c1 - self.c0) * k, 3)
+        return out
+
 
 def cpu_model() -> str:
     try:
@@ -152,6 +202,33 @@ def pkg_version(name: str) -> str | None:
         return version(name)
     except Exception:
         return None
+
+
+def git_info() -> dict[str, Any]:
+    """The tree being measured: HEAD's revision and whether the work tree differs from it."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, timeout=20
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    rev = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain")
+    return {"rev": rev, "dirty": None if status is None else bool(status)}
+
+
+def raise_nofile() -> None:
+    """Raise this process's open-file limit to its hard limit (one socket per connection)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def machine_info() -> dict[str, Any]:
@@ -230,7 +307,8 @@ class ServerProcess:
         if not line.startswith(b"READY"):
             self.stop()
             raise RuntimeError(f"server not ready: {line!r}: {self.stderr_tail()}")
-        self.port = int(line.split()[1])
+        parts = line.split()
+        self.port = int(parts[1]) if len(parts) > 1 else 0
         return self
 
     @property
@@ -267,10 +345,12 @@ def server_lifeline(max_lifetime: float) -> None:
     """In a server child: exit when the parent closes our stdin, or after max_lifetime s."""
 
     def watch_stdin() -> None:
+        # os.read, not sys.stdin: a forked child (ServerApp workers) closes sys.stdin, which
+        # would deadlock on the buffer lock this thread held at the fork.
         try:
-            while sys.stdin.buffer.read(1024):
+            while os.read(0, 1024):
                 pass
-        except Exception:
+        except OSError:
             pass
         os._exit(0)
 

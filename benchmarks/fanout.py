@@ -1,6 +1,6 @@
 """Group fan-out: messages per second delivered to N sessions across W workers on Redis.
 
-Standalone (not part of the `python -m benchmarks` runner, which may pick it up):
+Standalone, and the runner's `fanout` scenario (`make bench` records its result):
 
     python benchmarks/fanout.py [--sessions 500] [--workers 2] [--messages 100]
         [--size 64] [--redis redis://127.0.0.1:6379/0]
@@ -34,12 +34,14 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from pywebtransport import (  # noqa: E402
     ClientConfig,
+    GroupManager,
+    RedisBackend,
+    ServerApp,
     ServerConfig,
     WebTransportClient,
     WebTransportSession,
+    generate_self_signed_cert,
 )
-from pywebtransport.framework import GroupManager, RedisBackend, ServerApp  # noqa: E402
-from pywebtransport.shared.utils import generate_self_signed_cert  # noqa: E402
 
 
 def free_port(kind: socket.SocketKind) -> int:
@@ -153,8 +155,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         await asyncio.wait_for(asyncio.gather(*receivers), args.timeout)
         elapsed = time.perf_counter() - started
     finally:
-        for client in clients:
-            await client.close()
+        # Concurrently: each close may wait out its connections' closing period.
+        await asyncio.gather(*(client.close() for client in clients))
         await stop(server)
         if redis_process is not None:
             await stop(redis_process)

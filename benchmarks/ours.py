@@ -2,30 +2,51 @@
 
 Server routes (session path): ``/echo`` every bidi stream echoes each chunk, FIN after the
 peer's FIN; ``/sink`` counts until FIN and replies the count; ``/source`` reads a decimal size
-until FIN and sends that many bytes + FIN; ``/dg`` echoes datagrams starting with ``E``, counts
-all others, and answers each bidi stream with the count as JSON.
+until FIN and sends that many bytes + FIN; ``/dg`` echoes datagrams starting with ``E`` (from
+an ``incoming_datagrams()`` loop), counts all others, and answers each bidi stream with the
+count as JSON; ``/dgev`` echoes datagrams from a ``DATAGRAM_RECEIVED`` event handler; ``/op``
+(the load scenarios) picks each stream's behaviour by its first byte like the raw server
+(``E`` echo, ``U`` count, ``H`` SHA-256, ``P`` process id) and echoes ``E`` datagrams.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
+import os
 import ssl
 import struct
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pywebtransport import (
     ClientConfig,
+    Event,
+    EventType,
+    ServerApp,
     ServerConfig,
     WebTransportClient,
     WebTransportServer,
     WebTransportSession,
+    WebTransportStream,
 )
 
-from .common import OURS_EXTRA, OURS_SERVER_EXTRA, CpuMeter, MiB, RssMeter, lat_summary, med
+from .common import (
+    OURS_EXTRA,
+    OURS_SERVER_EXTRA,
+    CpuMeter,
+    MiB,
+    RssMeter,
+    fairness,
+    lat_summary,
+    med,
+)
 
 perf = time.perf_counter
 _tasks: set[asyncio.Task[Any]] = set()
@@ -38,7 +59,7 @@ def spawn(coro: Any) -> None:
 
 
 def _fields(settings: dict[str, Any]) -> dict[str, Any]:
-    return {**OURS_EXTRA, **settings, "connection_idle_timeout": 60.0, "log_level": "WARNING"}
+    return {**OURS_EXTRA, **settings, "log_level": "WARNING"}
 
 
 def client_config(settings: dict[str, Any]) -> ClientConfig:
@@ -85,6 +106,25 @@ async def _guard(coro: Any) -> None:
         await coro
 
 
+async def _hash(stream: Any) -> None:
+    digest = hashlib.sha256()
+    while data := await stream.read():
+        digest.update(data)
+    await stream.write(digest.hexdigest().encode(), end_stream=True)
+
+
+async def _pid(stream: Any) -> None:
+    await stream.read_all()
+    await stream.write(str(os.getpid()).encode(), end_stream=True)
+
+
+_OPS = {b"E": _echo, b"U": _sink, b"H": _hash, b"P": _pid}
+
+
+async def _op(stream: Any) -> None:
+    await _OPS[await stream.readexactly(1)](stream)
+
+
 async def handler(session: WebTransportSession) -> None:
     path = session.path
     if path == "/dg":
@@ -107,6 +147,22 @@ async def handler(session: WebTransportSession) -> None:
 
         spawn(_guard(datagrams()))
         per_stream: Any = report
+    elif path == "/dgev":
+
+        async def echo_datagram(event: Event) -> None:
+            await session.send_datagram(event.data["data"])
+
+        session.events.on(EventType.DATAGRAM_RECEIVED, echo_datagram)
+        per_stream = _echo
+    elif path == "/op":
+
+        async def echo_datagrams() -> None:
+            async for d in session.incoming_datagrams():
+                if d[:1] == b"E":
+                    await session.send_datagram(d)
+
+        spawn(_guard(echo_datagrams()))
+        per_stream = _op
     else:
         per_stream = {"/echo": _echo, "/sink": _sink, "/source": _source}[path]
     async for stream in session.incoming_bidirectional_streams():
@@ -121,14 +177,47 @@ async def serve_main(port: int, cert: str, key: str, settings: dict[str, Any]) -
     await server.serve_forever()
 
 
+def app_main(
+    port: int, cert: str, key: str, settings: dict[str, Any], workers: int, loop: str
+) -> None:
+    """The `workers` scenario's server: `ServerApp.run(workers=W)` with the `/op` route.
+
+    Readiness is not printed by the workers: the client polls `/op` for process ids.
+    """
+    app = ServerApp(server_config(cert, key, port, settings), use_uvloop=loop == "uvloop")
+    app.route("/op")(handler)
+
+    @app.on_startup
+    def exit_with_parent() -> None:
+        # Runs in each worker after the fork: a worker must not outlive the benchmark.
+        parent = os.getppid()
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(0)
+
+        threading.Thread(target=watch, daemon=True).start()
+
+    sys.stdout.write(f"READY {port}\n")
+    sys.stdout.flush()
+    app.run("127.0.0.1", port, workers=workers)
+
+
 # --------------------------------------------------------------------------- client
 
 
 class Ctx:
     def __init__(
-        self, port: int, server_pid: int | None, params: dict[str, Any], settings: dict[str, Any]
+        self,
+        port: int,
+        server_pid: int | None,
+        params: dict[str, Any],
+        settings: dict[str, Any],
+        env: Any = None,
     ) -> None:
         self.port, self.server_pid, self.params = port, server_pid, params
+        self.settings, self.env = settings, env
         self.config = client_config(settings)
 
     def url(self, path: str) -> str:
@@ -136,6 +225,74 @@ class Ctx:
 
     def client(self) -> WebTransportClient:
         return WebTransportClient(self.config)
+
+    def dialer(self, port: int | None = None) -> Dialer:
+        return Dialer(port or self.port, self.settings)
+
+
+# --------------------------------------------------------------------------- load adapters
+# The load scenarios (benchmarks/load.py) are written once against these small adapters;
+# raw.py has the same three classes over aioquic.
+
+
+class Stream:
+    """A bidi stream whose first write carries the opcode byte of the `/op` route."""
+
+    def __init__(self, stream: WebTransportStream, op: bytes) -> None:
+        self.s, self._op = stream, op
+
+    async def write(self, data: bytes, end_stream: bool = False) -> None:
+        if self._op:
+            data, self._op = self._op + data, b""
+        if len(data) <= 65536:
+            await self.s.write(data, end_stream=end_stream)
+        else:
+            await self.s.write_all(data, end_stream=end_stream)
+
+    async def readexactly(self, n: int) -> bytes:
+        return await self.s.readexactly(n)
+
+    async def read_all(self) -> bytes:
+        return await self.s.read_all()
+
+
+class Conn:
+    def __init__(self, session: WebTransportSession) -> None:
+        self.session = session
+        self._reader: asyncio.Task[None] | None = None
+
+    async def stream(self, op: bytes) -> Stream:
+        return Stream(await self.session.create_bidirectional_stream(), op)
+
+    async def send_datagram(self, data: bytes) -> None:
+        await self.session.send_datagram(data)
+
+    def on_datagram(self, callback: Callable[[bytes], None]) -> None:
+        async def read() -> None:
+            with contextlib.suppress(Exception):
+                async for d in self.session.incoming_datagrams():
+                    callback(d)
+
+        self._reader = asyncio.ensure_future(read())
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        await _close(self.session)
+
+
+class Dialer:
+    """Opens sessions (one QUIC connection each) from one `WebTransportClient`."""
+
+    def __init__(self, port: int, settings: dict[str, Any]) -> None:
+        self.port = port
+        self.client = WebTransportClient(client_config(settings))
+
+    async def connect(self, path: str = "/op") -> Conn:
+        return Conn(await self.client.connect(f"https://127.0.0.1:{self.port}{path}"))
+
+    async def aclose(self) -> None:
+        await self.client.close()
 
 
 async def _close(session: WebTransportSession) -> None:
@@ -192,26 +349,56 @@ async def sc_rtt_stream(ctx: Ctx) -> dict[str, Any]:
 
 
 async def sc_rtt_datagram(ctx: Ctx) -> dict[str, Any]:
-    n, warm, lost = ctx.params["n_rtt"], 10, 0
-    rtts: list[float] = []
+    """Datagram echo through both receive APIs: ``receive_datagram()`` (the server answers
+    from an ``incoming_datagrams()`` loop) and ``DATAGRAM_RECEIVED`` event handlers on both
+    sides (an async handler feeding a queue, as the docs show)."""
+    n, warm = ctx.params["n_rtt"], 10
+    out: dict[str, Any] = {}
     async with ctx.client() as client:
         session = await client.connect(ctx.url("/dg"))
-        for i in range(warm + n):
-            payload = b"E" + struct.pack("!I", i) + bytes(59)
-            t0 = perf()
-            await session.send_datagram(payload)
-            while True:
-                try:
-                    got = await session.receive_datagram(timeout=max(t0 + 0.5 - perf(), 0.001))
-                except TimeoutError:
-                    lost += i >= warm
-                    break
-                if got[:5] == payload[:5]:
-                    if i >= warm:
-                        rtts.append(perf() - t0)
-                    break
+
+        async def receive(deadline: float) -> bytes:
+            return await session.receive_datagram(timeout=max(deadline - perf(), 0.001))
+
+        out.update(await _dgram_rtts(session, receive, n, warm, "dgram"))
         await _close(session)
-    return {**lat_summary(rtts, "dgram", (50, 99)), "dgram_lost": lost}
+
+        session = await client.connect(ctx.url("/dgev"))
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_datagram(event: Event) -> None:
+            queue.put_nowait(event.data["data"])
+
+        session.events.on(EventType.DATAGRAM_RECEIVED, on_datagram)
+
+        async def from_queue(deadline: float) -> bytes:
+            return await asyncio.wait_for(queue.get(), max(deadline - perf(), 0.0))
+
+        out.update(await _dgram_rtts(session, from_queue, n, warm, "dgram_ev"))
+        await _close(session)
+    return out
+
+
+async def _dgram_rtts(
+    session: WebTransportSession, receive: Any, n: int, warm: int, prefix: str
+) -> dict[str, Any]:
+    rtts: list[float] = []
+    lost = 0
+    for i in range(warm + n):
+        payload = b"E" + struct.pack("!I", i) + bytes(59)
+        t0 = perf()
+        await session.send_datagram(payload)
+        while True:
+            try:
+                got = await receive(t0 + 0.5)
+            except TimeoutError:
+                lost += i >= warm
+                break
+            if got[:5] == payload[:5]:
+                if i >= warm:
+                    rtts.append(perf() - t0)
+                break
+    return {**lat_summary(rtts, prefix, (50, 99)), f"{prefix}_lost": lost}
 
 
 async def sc_upload(ctx: Ctx) -> dict[str, Any]:
@@ -271,19 +458,23 @@ async def sc_multiplex(ctx: Ctx) -> dict[str, Any]:
     nstreams, chunk, reps = ctx.params["streams"], ctx.params["chunk"], ctx.params["mux_reps"]
     payload = bytes(chunk)
     walls: list[float] = []
+    done: list[float] = []
 
-    async def one(session: WebTransportSession) -> int:
+    async def one(session: WebTransportSession, t0: float) -> int:
         s = await session.create_bidirectional_stream()
         await s.write_all(payload, end_stream=True)
-        return len(await s.read_all())
+        n = len(await s.read_all())
+        done.append(perf() - t0)
+        return n
 
     async with ctx.client() as client:
         for rep in range(reps + 1):
             session = await client.connect(ctx.url("/echo"))
             count = 20 if rep == 0 else nstreams
+            done.clear()
             t0 = perf()
             got = await asyncio.wait_for(
-                asyncio.gather(*[one(session) for _ in range(count)]),
+                asyncio.gather(*[one(session, t0) for _ in range(count)]),
                 ctx.params.get("mux_timeout", 20),
             )
             if rep:
@@ -295,6 +486,7 @@ async def sc_multiplex(ctx: Ctx) -> dict[str, Any]:
     return {
         "multiplex_MiBps": round(nstreams * chunk / MiB / wall, 2),
         "multiplex_wall_s": round(wall, 3),
+        **fairness(done),
     }
 
 
@@ -343,19 +535,80 @@ async def sc_conn_rate(ctx: Ctx) -> dict[str, Any]:
     return {"cps": round(n / el, 1), "server_cpu_ms_per_conn": c.get("x_server_cpu_ms_per_MiB")}
 
 
-async def sc_idle_memory(ctx: Ctx) -> dict[str, Any]:
-    n = ctx.params["sessions"]
+async def sc_conn_rate_client_close(ctx: Ctx) -> dict[str, Any]:
+    """A fresh `WebTransportClient` per cycle; leaving ``async with`` closes it (timed)."""
+    dur, max_cycles = ctx.params["duration"], ctx.params["close_cycles"]
+    warm = min(100, max_cycles // 10)
+    close_s: list[float] = []
+    cpu = CpuMeter(ctx.server_pid)
+    rss: RssMeter | None = None
+    t0, n = perf(), 0
+    while perf() - t0 < dur and n < max_cycles:
+        async with WebTransportClient(ctx.config) as client:
+            await client.connect(ctx.url("/echo"))
+            tc = perf()
+        close_s.append(perf() - tc)
+        n += 1
+        if n == warm:
+            rss = RssMeter(ctx.server_pid)
+    el = perf() - t0
+    c = cpu.per_mib("x", MiB * n)
+    return {
+        "cycles_per_s": round(n / el, 1),
+        "cycles": n,
+        **lat_summary(close_s, "client_close", (50, 99)),
+        "server_cpu_ms_per_cycle": c.get("x_server_cpu_ms_per_MiB"),
+        **(rss.growth(n - warm) if rss is not None else {}),
+    }
+
+
+async def sc_idle_cost(ctx: Ctx) -> dict[str, Any]:
+    n, settle, window = ctx.params["sessions"], ctx.params["settle"], ctx.params["idle_window"]
     held: list[WebTransportSession] = []
     async with ctx.client() as client:
         for _ in range(5):
             await _close(await client.connect(ctx.url("/echo")))
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(settle / 3)
         rss = RssMeter(ctx.server_pid)
         for _ in range(n):
             held.append(await client.connect(ctx.url("/echo")))
-        await asyncio.sleep(1.5)
-        result = rss.per_session(n)
+        await asyncio.sleep(settle)
+        result: dict[str, Any] = rss.per_session(n)
+        if window:
+            cpu = CpuMeter(ctx.server_pid)
+            await asyncio.sleep(window)
+            result.update(cpu.per_session_minute(n, window))
+            if any(s.is_closed for s in held):
+                raise RuntimeError("idle sessions closed during the window")
     return result
+
+
+async def sc_fanout(ctx: Ctx) -> dict[str, Any]:
+    """`benchmarks/fanout.py` (its own Redis, `ServerApp` workers and clients)."""
+    from . import fanout
+
+    p = ctx.params
+    args = argparse.Namespace(
+        sessions=p["fanout_sessions"],
+        clients=p["fanout_clients"],
+        workers=p["fanout_workers"],
+        messages=p["fanout_messages"],
+        size=64,
+        redis=None,
+        timeout=p["fanout_timeout"],
+    )
+    result = await fanout.main(args)
+    result.pop("scenario", None)
+    return result
+
+
+def _load(name: str) -> Any:
+    async def run(ctx: Ctx) -> dict[str, Any]:
+        from . import load
+
+        return await getattr(load, name)(ctx)  # type: ignore[no-any-return]
+
+    return run
 
 
 SCENARIOS = {
@@ -365,8 +618,16 @@ SCENARIOS = {
     "upload": sc_upload,
     "download": sc_download,
     "multiplex": sc_multiplex,
+    "multiplex_1000": sc_multiplex,
     "multiplex_issue": sc_multiplex,
     "datagram_pps": sc_datagram_pps,
     "conn_rate": sc_conn_rate,
-    "idle_memory": sc_idle_memory,
+    "conn_rate_client_close": sc_conn_rate_client_close,
+    "close_soak": sc_conn_rate_client_close,
+    "idle_cost": sc_idle_cost,
+    "fanout": sc_fanout,
+    "capacity": _load("capacity"),
+    "latency_under_load": _load("latency_under_load"),
+    "lossy": _load("lossy"),
+    "workers": _load("workers"),
 }
