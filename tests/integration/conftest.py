@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from pywebtransport import WebTransportServer, WebTransportSession, WebTransportStream
 from pywebtransport.shared.exceptions import WebTransportError
+
+from .processes import OUTPUTS
 
 ServerFactory = Callable[..., Awaitable[WebTransportServer]]
 
@@ -85,3 +88,19 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> boo
             return True
         await asyncio.sleep(0.02)
     return predicate()
+
+
+@pytest.fixture
+async def processes() -> AsyncIterator[list[asyncio.subprocess.Process]]:
+    """Processes a test starts; each is stopped with SIGTERM (then killed) afterwards."""
+    started: list[asyncio.subprocess.Process] = []
+    yield started
+    for process in started:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        OUTPUTS.pop(process, None)

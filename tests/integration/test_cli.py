@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from pywebtransport import ClientConfig, WebTransportClient, WebTransportSession
+from pywebtransport import ClientConfig, WebTransportClient
 from pywebtransport.shared.exceptions import HandshakeError
 from pywebtransport.shared.utils import CertificateInfo
+
+from .processes import connect_when_ready, spawn, stop, until_logged
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -50,59 +50,6 @@ async def run(*args: str, cwd: Path = ROOT) -> tuple[int, str, str]:
     out, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
-
-
-@pytest.fixture
-async def processes() -> AsyncIterator[list[asyncio.subprocess.Process]]:
-    """Processes a test starts; each is stopped with SIGTERM (then killed) afterwards."""
-    started: list[asyncio.subprocess.Process] = []
-    yield started
-    for process in started:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-
-
-async def spawn(
-    processes: list[asyncio.subprocess.Process], *args: str, cwd: Path = ROOT
-) -> asyncio.subprocess.Process:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT / "src"))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *args,
-        cwd=cwd,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    processes.append(process)
-    return process
-
-
-async def connect_when_ready(
-    client: WebTransportClient, url: str, process: asyncio.subprocess.Process, **kw: object
-) -> WebTransportSession:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + 15
-    while True:
-        assert process.returncode is None, "server process exited"
-        try:
-            return await client.connect(url, timeout=1.0, **kw)  # type: ignore[arg-type]
-        except HandshakeError:
-            raise
-        except Exception:
-            if loop.time() > end:
-                raise
-            await asyncio.sleep(0.2)
-
-
-async def stop(process: asyncio.subprocess.Process) -> int:
-    process.send_signal(signal.SIGTERM)
-    return await asyncio.wait_for(process.wait(), 10)
 
 
 def cert_args(certificate: CertificateInfo) -> list[str]:
@@ -183,7 +130,7 @@ async def test_serve_with_workers(
     pids: set[int] = set()
     for _ in range(16):
         async with WebTransportClient(client_config) as client:
-            session = await connect_when_ready(client, url, process)
+            session = await connect_when_ready(client, url, process, workers=2)
             stream = await session.accept_unidirectional_stream()
             pids.add(int(await stream.read_all()))
         if len(pids) == 2:
@@ -248,7 +195,8 @@ async def test_chat_example(
         alice = await connect_when_ready(client, f"{base}/lobby", process)
         bob = await client.connect(f"{base}/lobby")
         eve = await client.connect(f"{base}/other")
-        await asyncio.sleep(0.2)  # let both join before the first message
+        # Both joined the room before the first message (the server logs each join).
+        await until_logged(process, "joined 'lobby'", 2)
         out = await alice.create_unidirectional_stream()
         await out.write(b"hi from alice", end_stream=True)
         for member in (alice, bob):

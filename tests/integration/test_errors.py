@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import Iterator
 
@@ -45,11 +44,8 @@ def closed_udp_port() -> int:
 async def test_connect_timeout_silent_port(
     client: WebTransportClient, silent_udp_port: int
 ) -> None:
-    loop = asyncio.get_running_loop()
-    start = loop.time()
     with pytest.raises(TimeoutError):
         await client.connect(f"https://127.0.0.1:{silent_udp_port}/", timeout=0.5)
-    assert loop.time() - start < 3
     assert len(client.connection_manager) == 0
 
 
@@ -57,11 +53,8 @@ async def test_connect_timeout_silent_port(
 async def test_connect_timeout_nothing_listening(
     client: WebTransportClient, closed_udp_port: int
 ) -> None:
-    loop = asyncio.get_running_loop()
-    start = loop.time()
     with pytest.raises(TimeoutError):
         await client.connect(f"https://127.0.0.1:{closed_udp_port}/", timeout=0.5)
-    assert loop.time() - start < 3
     assert len(client.connection_manager) == 0
 
 

@@ -260,10 +260,8 @@ async def test_shutdown_closes_sessions_with_going_away_code(
     try:
         async with WebTransportClient(client_config) as client:
             sessions = [await client.connect(app_url(app, "/hold")) for _ in range(2)]
-            loop = asyncio.get_running_loop()
-            began = loop.time()
+            # (tests/deterministic/test_timing.py checks that shutdown keeps close_timeout)
             await app.shutdown()
-            assert loop.time() - began < 2.5
             for session in sessions:
                 info = await asyncio.wait_for(session.closed, 3)
                 assert info.error_code == ErrorCodes.APP_SERVICE_UNAVAILABLE

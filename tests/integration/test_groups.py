@@ -4,9 +4,6 @@ shared by several server processes (a real `redis-server`, killed and restarted)
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from pywebtransport.shared.exceptions import ServerError
 from pywebtransport.shared.utils import CertificateInfo
 
 from .conftest_redis import RedisServer, free_tcp_port, redis_server
+from .processes import connect_when_ready, spawn, stop, until_logged
 
 __all__ = ["redis_server"]  # the fixture, imported for the tests below
 
@@ -113,52 +111,12 @@ async def start(app: ServerApp, apps: list[ServerApp]) -> ServerApp:
     return app
 
 
-@pytest.fixture
-async def processes() -> AsyncIterator[list[asyncio.subprocess.Process]]:
-    """Server processes a test starts; each is stopped (SIGTERM, then kill) afterwards."""
-    started: list[asyncio.subprocess.Process] = []
-    yield started
-    for process in started:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-
-
 async def spawn_chat(
     processes: list[asyncio.subprocess.Process], certificate: CertificateInfo, *args: str
 ) -> asyncio.subprocess.Process:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT / "src"))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, str(CHAT), "--cert", certificate.certfile, "--key", certificate.keyfile,
-        *args, cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    processes.append(process)
-    return process
-
-
-async def connect_when_ready(
-    client: WebTransportClient, target: str, process: asyncio.subprocess.Process
-) -> WebTransportSession:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 15
-    while True:
-        assert process.returncode is None, "server process exited"
-        try:
-            return await client.connect(target, timeout=1.0)
-        except Exception:
-            if loop.time() > deadline:
-                raise
-            await asyncio.sleep(0.2)
-
-
-async def stop(process: asyncio.subprocess.Process) -> int:
-    process.send_signal(signal.SIGTERM)
-    return await asyncio.wait_for(process.wait(), 10)
+    return await spawn(
+        processes, str(CHAT), "--cert", certificate.certfile, "--key", certificate.keyfile, *args
+    )
 
 
 # ---------------------------------------------------------------- in-process backend
@@ -258,7 +216,9 @@ async def test_redis_two_server_processes_share_rooms(
         dave = await client.connect(f"{one}/other")
         bob = await connect_when_ready(client, f"{two}/lobby", servers[1])
         carol = await client.connect(f"{two}/lobby")
-        await asyncio.sleep(0.5)  # let every handler join before the first message
+        # Every handler joined before the first message (each server logs its joins).
+        await until_logged(servers[0], "joined 'lobby'")
+        await until_logged(servers[1], "joined 'lobby'", 2)
 
         from_alice = [f"alice {i}".encode() for i in range(10)]
         from_bob = [f"bob {i}".encode() for i in range(10)]
@@ -277,7 +237,6 @@ async def test_redis_two_server_processes_share_rooms(
             await assert_silent(member, 0.5)  # no duplicate arrives late
 
         await carol.close()  # carol's session leaves the room
-        await asyncio.sleep(0.2)
         await send(dave, b"to other")  # dave's room has only dave
         assert await receive(dave, 1) == [b"to other"]
         await send(bob, b"last")
@@ -304,8 +263,8 @@ async def test_redis_chat_with_two_workers(
     try:
         # One client (one UDP socket, one source port) each: the kernel spreads them
         # over both workers; with in-process rooms some would miss the message.
-        sessions = [await connect_when_ready(c, target, server) for c in clients]
-        await asyncio.sleep(0.5)
+        sessions = [await connect_when_ready(c, target, server, workers=2) for c in clients]
+        await until_logged(server, "joined 'lobby'", len(sessions))
         await send(sessions[0], b"hello everyone")
         for session in sessions:
             assert await receive(session, 1) == [b"hello everyone"]
