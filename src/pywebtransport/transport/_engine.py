@@ -700,6 +700,12 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         """
         self.core.reject(session, status_code)
         self.after_command()
+        logger.debug(
+            "connection %d: session %d rejected with status %d",
+            self.handle,
+            session.session_id,
+            status_code,
+        )
 
     def after_command(self) -> None:
         """Deliver the events a command produced and send what it queued."""

@@ -288,6 +288,13 @@ class WebTransportSession:
         engine = self._engine
         engine.core.accept(rec, protocol=rec.protocol, headers=extra)
         engine.after_command()
+        logger.debug(
+            "connection %d: session %d accepted (%s, subprotocol %r)",
+            engine.handle,
+            rec.session_id,
+            rec.dialect.name,
+            rec.protocol,
+        )
         _set_ready(rec)
 
     async def reject(self, status_code: int = 403) -> None:
@@ -378,6 +385,11 @@ class WebTransportSession:
         core = engine.core
         blocker = core.stream_blocker(rec, unidirectional=unidirectional)
         if blocker is not None:
+            logger.debug(
+                "session %d: opening a stream waits for the peer's %s stream credit",
+                rec.session_id,
+                "QUIC" if blocker == "quic" else "session",
+            )
             timeout = self._config.stream_creation_timeout
             try:
                 async with asyncio.timeout(timeout):
@@ -398,6 +410,12 @@ class WebTransportSession:
                 ) from exc
         stream = core.open_stream(rec, unidirectional=unidirectional)
         engine.after_command()
+        logger.debug(
+            "session %d: opened %s stream %d",
+            rec.session_id,
+            "unidirectional" if unidirectional else "bidirectional",
+            stream.stream_id,
+        )
         rec.counters["streams_opened"] += 1
         return stream
 
@@ -817,6 +835,12 @@ def _stream_opened(engine: ConnectionEngine, stream_rec: StreamRecord) -> None:
             rec.incoming_bidi = deque()
         rec.incoming_bidi.append(stream)
     rec.counters["streams_accepted"] += 1
+    logger.debug(
+        "session %d: peer opened %s stream %d",
+        rec.session_id,
+        "unidirectional" if stream_rec.unidirectional else "bidirectional",
+        stream_rec.stream_id,
+    )
     waiter = rec.incoming_waiter
     if waiter is not None:
         rec.incoming_waiter = None
@@ -861,6 +885,9 @@ def session_event(engine: ConnectionEngine, event: pe.ProtocolEvent) -> None:
                 emitter.emit_nowait(event_type, data, stream_rec.owner)
     elif isinstance(event, pe.StreamClosed):
         stream_rec = event.stream
+        logger.debug(
+            "session %d: stream %d closed", stream_rec.session.session_id, stream_rec.stream_id
+        )
         if stream_rec.reader is not None or stream_rec.writers:
             engine.wake_stream(stream_rec)
         data = {

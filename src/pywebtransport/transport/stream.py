@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from .session import WebTransportSession
 
 __all__ = ["WebTransportReceiveStream", "WebTransportSendStream", "WebTransportStream"]
+
+logger = logging.getLogger("pywebtransport.stream")
 
 _DEFAULT_READ_ALL_LIMIT = 64 * 1024 * 1024
 
@@ -346,6 +349,7 @@ class WebTransportReceiveStream(_StreamBase):
         engine.core.stop_receiving(rec, error_code)
         engine.after_command()
         engine.wake_stream(rec)
+        logger.debug("stream %d: stopped receiving with code %d", rec.stream_id, error_code)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._iter_chunks()
@@ -456,6 +460,7 @@ class WebTransportSendStream(_StreamBase):
             engine.after_command()  # a WT_DATA_BLOCKED capsule may be queued
             if allowed > 0:
                 return allowed
+            logger.debug("stream %d: blocked by session flow control", rec.stream_id)
             waiter = engine.wait_session_credit(rec.session)
             try:
                 async with asyncio.timeout(self._write_timeout):
@@ -474,6 +479,12 @@ class WebTransportSendStream(_StreamBase):
         while engine.send_buffered(rec) > threshold:
             if rec.write_error is not None:
                 raise rec.write_error
+            if threshold and logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "stream %d: writer waits, %d bytes unacknowledged",
+                    rec.stream_id,
+                    engine.send_buffered(rec),
+                )
             waiter = engine.wait_writable(rec)
             if timeout is None:
                 await waiter
@@ -535,6 +546,7 @@ class WebTransportSendStream(_StreamBase):
         engine.core.reset(rec, error_code)
         engine.after_command()
         engine.wake_stream(rec)
+        logger.debug("stream %d: reset with code %d", rec.stream_id, error_code)
 
     async def close(self, error_code: int | None = None) -> None:
         """Finish sending: FIN when `error_code` is None, else reset with it.
