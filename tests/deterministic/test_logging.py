@@ -37,9 +37,9 @@ def test_debug_log_shows_the_lifecycle_with_ids_and_codes(
         async with WebTransportServer(server_config, handler=echo) as server:
             server.on(
                 "session_request",
-                lambda event: event.data["session"].reject(404)
-                if event.data["path"] == "/no"
-                else None,
+                lambda event: (
+                    event.data["session"].reject(404) if event.data["path"] == "/no" else None
+                ),
             )
             async with WebTransportClient(client_config) as client:
                 with pytest.raises(HandshakeError):

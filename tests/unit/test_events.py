@@ -192,7 +192,7 @@ def test_emit_nowait_without_loop_skips_async_handlers(caplog: pytest.LogCapture
     assert "without a running event loop" in caplog.text
 
 
-async def test_emit_nowait_schedules_async_handlers() -> None:
+async def test_emit_nowait_runs_async_handlers() -> None:
     emitter = EventEmitter()
     done = asyncio.Event()
     calls: list[str] = []
@@ -204,9 +204,9 @@ async def test_emit_nowait_schedules_async_handlers() -> None:
     emitter.on("x", handler)
     emitter.on("x", lambda event: calls.append("sync"))
     emitter.emit_nowait("x")
-    assert calls == ["sync"]
-    await asyncio.wait_for(done.wait(), 1)
+    # Sync handlers first; an async handler that never waits finishes at once too.
     assert calls == ["sync", "async"]
+    assert done.is_set()
 
 
 async def test_wait_for_single_and_list_of_types() -> None:
@@ -396,3 +396,43 @@ def test_constructor_validates(kwargs: dict[str, int]) -> None:
 def test_non_callable_handler_rejected() -> None:
     with pytest.raises(TypeError):
         EventEmitter().on("x", "not callable")  # type: ignore[arg-type]
+
+
+async def test_async_handler_that_does_not_wait_runs_at_once_without_a_task() -> None:
+    emitter = EventEmitter()
+    seen: list[str] = []
+
+    async def quick(event: Event) -> None:
+        seen.append(event.data)
+
+    emitter.on("x", quick)
+    tasks_before = len(asyncio.all_tasks())
+    emitter.emit_nowait("x", "now")
+    assert seen == ["now"]  # ran inside emit_nowait: no loop iteration, no task
+    assert len(asyncio.all_tasks()) == tasks_before
+
+
+async def test_async_handler_that_waits_continues_in_a_task() -> None:
+    emitter = EventEmitter()
+    gate = asyncio.Event()
+    seen: list[str] = []
+
+    async def waits(event: Event) -> None:
+        seen.append("before")
+        value = await asyncio.wait_for(gate.wait(), 5)
+        seen.append(f"after {value}")
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    emitter.on("x", waits)
+    emitter.emit_nowait("x")
+    assert seen == ["before"]
+    gate.set()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert seen == ["before", "after True"]
+    await emitter.close()  # cancels the waiting handler through the task
+    assert seen == ["before", "after True", "cancelled"]
