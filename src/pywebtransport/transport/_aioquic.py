@@ -586,7 +586,7 @@ def new_quic_connection(
         original_destination_connection_id=original_destination_connection_id,
         retry_source_connection_id=retry_source_connection_id,
     )
-    tuned = cast(Any, quic)
+    tuned: Any = quic
     tuned.wt_managed = set() if enabled("stream_window") else None
     if enabled("frame_table"):
         handlers = quic.__dict__["_QuicConnection__frame_handlers"]
@@ -632,7 +632,7 @@ def after_handshake(quic: QuicConnection) -> bool:
     """
     if not enabled("tls_release"):
         return False
-    tuned = cast(Any, quic)
+    tuned: Any = quic
     is_client = tuned._is_client
     if not is_client and tuned._session_ticket_handler is not None:
         return False
@@ -660,7 +660,8 @@ def release_early_streams(quic: QuicConnection) -> None:
         quic: A server connection that just negotiated its ALPN.
     """
     if enabled("early_settings"):
-        cast(Any, quic)._unblock_streams(is_unidirectional=True)
+        tuned: Any = quic
+        tuned._unblock_streams(is_unidirectional=True)
 
 
 # --------------------------------------------------------------------------- stream credit
@@ -676,7 +677,8 @@ def manage_stream_window(quic: QuicConnection, stream_id: int) -> bool:
     Returns:
         False when the feature is off (aioquic manages the window).
     """
-    managed = cast(Any, quic).wt_managed if enabled("stream_window") else None
+    tuned: Any = quic
+    managed = tuned.wt_managed if enabled("stream_window") else None
     if managed is None:
         return False
     managed.add(stream_id)
@@ -690,7 +692,8 @@ def forget_stream_window(quic: QuicConnection, stream_id: int) -> None:
         quic: The connection.
         stream_id: The stream.
     """
-    managed = cast(Any, quic).wt_managed if enabled("stream_window") else None
+    tuned: Any = quic
+    managed = tuned.wt_managed if enabled("stream_window") else None
     if managed is not None:
         managed.discard(stream_id)
 
@@ -703,7 +706,8 @@ def set_stream_window(quic: QuicConnection, stream_id: int, limit: int) -> None:
         stream_id: A stream passed to `manage_stream_window`.
         limit: The new absolute limit; the frame leaves with the next packet.
     """
-    stream = cast(Any, quic)._streams.get(stream_id)
+    tuned: Any = quic
+    stream = tuned._streams.get(stream_id)
     if stream is not None and limit > stream.max_stream_data_local:
         stream.max_stream_data_local = limit
 
@@ -720,7 +724,8 @@ def send_buffered(quic: QuicConnection, stream_id: int) -> int:
     """
     if not enabled("send_buffer"):
         return 0
-    stream = cast(Any, quic)._streams.get(stream_id)
+    tuned: Any = quic
+    stream = tuned._streams.get(stream_id)
     return 0 if stream is None else len(stream.sender._buffer)
 
 
@@ -735,9 +740,10 @@ def has_unacked_stream_data(quic: QuicConnection) -> bool:
     """
     if not enabled("send_buffer"):
         return False
+    tuned: Any = quic
     return any(
         stream.sender._buffer and not stream.sender.is_finished
-        for stream in cast(Any, quic)._streams.values()
+        for stream in tuned._streams.values()
     )
 
 
@@ -752,7 +758,8 @@ def pending_datagrams(quic: QuicConnection) -> int:
     """
     if not enabled("datagram_queue"):
         return 0
-    return len(cast(Any, quic)._datagrams_pending)
+    tuned: Any = quic
+    return len(tuned._datagrams_pending)
 
 
 def can_open_stream(quic: QuicConnection, unidirectional: bool) -> bool:
@@ -767,7 +774,7 @@ def can_open_stream(quic: QuicConnection, unidirectional: bool) -> bool:
     """
     if not enabled("stream_credit"):
         return True
-    tuned = cast(Any, quic)
+    tuned: Any = quic
     if unidirectional:
         return bool(tuned._local_next_stream_id_uni // 4 < tuned._remote_max_streams_uni)
     return bool(tuned._local_next_stream_id_bidi // 4 < tuned._remote_max_streams_bidi)
@@ -790,7 +797,7 @@ def datagram_frame_limit(quic: QuicConnection) -> int | None:
     """
     if not enabled("datagram_limit"):
         return None
-    tuned = cast(Any, quic)
+    tuned: Any = quic
     remote: int = tuned._remote_max_datagram_frame_size or 0
     packet: int = tuned._max_datagram_size
     return max(0, min(remote, packet - _PACKET_OVERHEAD))
@@ -818,7 +825,7 @@ def stats(quic: QuicConnection) -> dict[str, Any]:
     )
     if not enabled("stats"):
         return dict.fromkeys(keys)
-    tuned = cast(Any, quic)
+    tuned: Any = quic
     recovery = tuned._loss
     paths = tuned._network_paths
     rtt_min = recovery._rtt_min
@@ -846,7 +853,8 @@ def peer_address(quic: QuicConnection) -> Any:
     if getter is not None:
         return getter()
     if enabled("stats"):
-        paths = cast(Any, quic)._network_paths
+        tuned: Any = quic
+        paths = tuned._network_paths
         return paths[0].addr if paths else None
     return None
 

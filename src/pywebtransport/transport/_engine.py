@@ -59,6 +59,8 @@ logger = logging.getLogger("pywebtransport.connection")
 _handles = itertools.count(1)
 
 _RECEIVE_BATCH = 32
+_IMMEDIATE_TRANSMITS = 1
+"""Sends of one loop iteration that transmit at once; later ones join one deferred transmit."""
 _MAX_UDP_PAYLOAD = 65535
 _UDP_BUFFER_BYTES = 4 * 1024 * 1024
 """Socket buffers asked for; the kernel caps them at net.core.[rw]mem_max."""
@@ -251,7 +253,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         self._transmit_handle: asyncio.Handle | None = None
         self.receiving = False
         """True while a batch of received datagrams is being processed."""
-        self._sent_this_tick = False
+        self._sent_this_tick = 0
         self._alive_timer: asyncio.TimerHandle | None = None
         self._next_ping = 0.0
         self._blocked: set[StreamRecord] = set()
@@ -478,11 +480,12 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         Within one loop iteration only the first command transmits at once;
         later ones join one deferred transmit.
         """
-        if self.receiving or self._sent_this_tick:
+        if self.receiving or self._sent_this_tick >= _IMMEDIATE_TRANSMITS:
             self.transmit_soon()
             return
-        self._sent_this_tick = True
-        self.loop.call_soon(self._new_tick)
+        if not self._sent_this_tick:
+            self.loop.call_soon(self._new_tick)
+        self._sent_this_tick += 1
         self.transmit()
 
     def send_datagram(self, session: SessionRecord, data: bytes | bytearray | memoryview) -> None:
@@ -493,9 +496,9 @@ class ConnectionEngine(asyncio.DatagramProtocol):
             data: The payload, its size already checked.
         """
         core = self.core
-        core.now = self.loop.time()
-        core.send_datagram(session, data)
-        self.flush()
+        if not core.send_datagram(session, data):
+            core.queue_datagram(session, data, self.loop.time())
+        self.transmit_soon()
 
     def wait_datagram_room(self, session: SessionRecord) -> asyncio.Future[None]:
         """Return a future woken when the session's outgoing datagram queue has room.
@@ -532,7 +535,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
             self._held_timer = self.loop.call_later(ttl / 2, self._expire_held)
 
     def _new_tick(self) -> None:
-        self._sent_this_tick = False
+        self._sent_this_tick = 0
 
     def _on_timer(self) -> None:
         now = max(self._timer_at or 0.0, self.loop.time())
@@ -707,12 +710,20 @@ class ConnectionEngine(asyncio.DatagramProtocol):
             status_code,
         )
 
-    def after_command(self) -> None:
-        """Deliver the events a command produced and send what it queued."""
+    def after_command(self, *, defer: bool = False) -> None:
+        """Deliver the events a command produced and send what it queued.
+
+        Args:
+            defer: Transmit on the next loop iteration rather than now (what was
+                queued is better sent together with what the caller does next).
+        """
         if self.core.has_events():
             self._process_core_events()
         if self.core.want_transmit:
-            self.flush()
+            if defer:
+                self.transmit_soon()
+            else:
+                self.flush()
 
     # ------------------------------------------------------------------ closing
 

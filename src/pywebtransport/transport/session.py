@@ -409,7 +409,9 @@ class WebTransportSession:
                     operation="create_stream",
                 ) from exc
         stream = core.open_stream(rec, unidirectional=unidirectional)
-        engine.after_command()
+        # The stream header waits for the first write (one packet, sent at once);
+        # a stream opened and left empty still goes out on the next iteration.
+        engine.after_command(defer=True)
         logger.debug(
             "session %d: opened %s stream %d",
             rec.session_id,

@@ -80,11 +80,11 @@ _BLOCKED_CAPSULES: Final = frozenset(
     {CAPSULE_WT_DATA_BLOCKED, CAPSULE_WT_STREAMS_BLOCKED_BIDI, CAPSULE_WT_STREAMS_BLOCKED_UNI}
 )
 _MAX_ENDED_SESSIONS: Final = 1024
-_MAX_EARLY_STOPS: Final = 64
-_DATAGRAM_BUDGET: Final = 64
-"""Datagrams handed to QUIC ahead of what it sent; the rest wait in session queues."""
-"""STOP_SENDING frames remembered for streams not seen yet (each one byte of state)."""
 """Ended session ids remembered exactly; older ones are told apart by their id."""
+_MAX_EARLY_STOPS: Final = 64
+"""STOP_SENDING frames remembered for streams not seen yet (each one byte of state)."""
+_DATAGRAM_BUDGET: Final = 256
+"""Datagrams handed to QUIC ahead of what it sent; the rest wait in session queues."""
 
 
 @dataclass(slots=True)
@@ -1186,31 +1186,47 @@ class WebTransportProtocol:
         return rec
 
     def send_datagram(self, session: SessionRecord, data: bytes | bytearray | memoryview) -> bool:
-        """Send a datagram of a session, or queue it while QUIC cannot take more.
+        """Hand a datagram to QUIC at once, when nothing waits in the session's queue.
 
-        QUIC gets at most a few datagrams ahead of what it can send; the rest
-        wait in the session's queue (`feed_datagrams` moves them on). When the
-        queue holds `datagram_high_water_mark` datagrams, the oldest is dropped
-        and counted in `session.datagrams_send_dropped`.
+        QUIC gets at most a few hundred datagrams ahead of what it can send;
+        past that, datagrams wait in the session's queue (`queue_datagram`).
 
         Args:
             session: An established session.
             data: The payload (its size is checked by the caller).
 
         Returns:
+            False when the datagram must be queued instead (nothing was done).
+        """
+        if session.outgoing or _aioquic.pending_datagrams(self.quic) >= _DATAGRAM_BUDGET:
+            return False
+        self.quic.send_datagram_frame(session.datagram_prefix + data)
+        self.want_transmit = True
+        return True
+
+    def queue_datagram(
+        self, session: SessionRecord, data: bytes | bytearray | memoryview, now: float
+    ) -> bool:
+        """Queue a datagram until QUIC can take it (`feed_datagrams` moves it on).
+
+        When the queue holds `datagram_high_water_mark` datagrams, the oldest
+        is dropped and counted in `session.datagrams_send_dropped`.
+
+        Args:
+            session: An established session.
+            data: The payload.
+            now: The current time (the datagram's age starts here).
+
+        Returns:
             True when the queue is below its high-water mark afterwards.
         """
         queue = session.outgoing
-        if not queue and _aioquic.pending_datagrams(self.quic) < _DATAGRAM_BUDGET:
-            self.quic.send_datagram_frame(session.datagram_prefix + data)
-            self.want_transmit = True
-            return True
         if queue is None:
             queue = session.outgoing = deque()
         if len(queue) >= self.datagram_high_water_mark:
             queue.popleft()
             session.datagrams_send_dropped += 1
-        queue.append((self.now, bytes(data)))
+        queue.append((now, bytes(data)))
         self._datagram_backlog[session.session_id] = session
         self.want_transmit = True
         return len(queue) < self.datagram_high_water_mark
