@@ -96,6 +96,12 @@ BENCH: Plan = {
         "timeout": 180,
         "rounds": 1,
     },
+    # The same 64 MiB on one stream (read while written): what the multiplex is set against.
+    "echo_single": {
+        "impls": OURS,
+        "params": {"streams": 1000, "chunk": 64 * KiB},
+        "rounds": 1,
+    },
     "datagram_pps": {},
     "conn_rate": {},
     "conn_rate_client_close": {},

@@ -490,6 +490,25 @@ async def sc_multiplex(ctx: Ctx) -> dict[str, Any]:
     }
 
 
+async def sc_echo_single(ctx: Ctx) -> dict[str, Any]:
+    """One stream carrying what the multiplex spreads over many, echoed, read while written."""
+    size = ctx.params["streams"] * ctx.params["chunk"]
+    payload = bytes(size)
+    walls: list[float] = []
+    async with ctx.client() as client:
+        session = await client.connect(ctx.url("/echo"))
+        for data in (bytes(max(size // 8, 1)), payload):
+            s = await session.create_bidirectional_stream()
+            t0 = perf()
+            reader = asyncio.ensure_future(s.read_all(max_size=size))
+            await s.write_all(data, end_stream=True)
+            if len(await reader) != len(data):
+                raise RuntimeError("echo_single: short echo")
+            walls.append(perf() - t0)
+        await _close(session)
+    return {"echo_single_MiBps": round(size / MiB / walls[-1], 2)}
+
+
 async def sc_datagram_pps(ctx: Ctx) -> dict[str, Any]:
     n = ctx.params["n_dgram"]
     payload = b"C" + bytes(63)
@@ -620,6 +639,7 @@ SCENARIOS = {
     "multiplex": sc_multiplex,
     "multiplex_1000": sc_multiplex,
     "multiplex_issue": sc_multiplex,
+    "echo_single": sc_echo_single,
     "datagram_pps": sc_datagram_pps,
     "conn_rate": sc_conn_rate,
     "conn_rate_client_close": sc_conn_rate_client_close,

@@ -1,5 +1,7 @@
 """Profile ours vs raw H3: ``python -m benchmarks.profile [--scenario upload] [--size BYTES]``.
 
+``--scenario multiplex --streams 1000 --chunk 65536`` profiles the multiplex echo instead.
+
 Runs the scenario once per implementation with cProfile in both processes and prints, for
 each side, the functions with the most own time (tottime) and their call counts per MiB.
 Profiles are kept in ``benchmarks/results/profile/<impl>-<scenario>/{client,server}.prof``.
@@ -39,8 +41,10 @@ def top(path: Path, mib: float, n: int) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--scenario", default="upload", choices=["upload", "download"])
+    ap.add_argument("--scenario", default="upload", choices=["upload", "download", "multiplex"])
     ap.add_argument("--size", type=int, default=16 * MiB)
+    ap.add_argument("--streams", type=int, default=1000, help="multiplex: concurrent streams")
+    ap.add_argument("--chunk", type=int, default=64 * 1024, help="multiplex: bytes per stream")
     ap.add_argument("--impl", action="append", help="default: ours and rawh3")
     ap.add_argument("--loop", default="uvloop")
     ap.add_argument("--top", type=int, default=25)
@@ -49,16 +53,18 @@ def main() -> None:
     for impl in args.impl or ["ours", "rawh3"]:
         d = OUT / f"{impl}-{args.scenario}"
         d.mkdir(parents=True, exist_ok=True)
-        params = {"size": args.size, "reps": 1}
+        params: dict[str, int] = {"size": args.size, "reps": 1}
+        mib = args.size * 1.125 / MiB  # the run moves a size/8 warm-up plus the measured transfer
+        if args.scenario == "multiplex":
+            params = {"streams": args.streams, "chunk": args.chunk, "mux_reps": 1}
+            params["mux_timeout"] = 300
+            mib = args.streams * args.chunk / MiB
         argv = [sys.executable, "-m", "benchmarks.worker", "--impl", impl]
         argv += ["--scenario", args.scenario, "--loop", args.loop, "--params", json.dumps(params)]
         argv += ["--profile", str(d), "--set", args.set, "--timeout", "300"]
         res = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
         rec = json.loads(res.stdout.strip().splitlines()[-1])
-        print(
-            f"== {impl} {args.scenario} {args.size / MiB:.0f} MiB, cProfile: {rec.get('results')}"
-        )
-        mib = args.size * 1.125 / MiB  # the run moves a size/8 warm-up plus the measured transfer
+        print(f"== {impl} {args.scenario} {mib:.0f} MiB, cProfile: {rec.get('results')}")
         for side in ("client", "server"):
             p = d / f"{side}.prof"
             if p.exists():

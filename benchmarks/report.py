@@ -298,9 +298,9 @@ def _ours_only(meta: dict[str, Any], c: Cells) -> list[str]:
         c.get(("ours", "multiplex_issue", "multiplex_wall_s")),
     )
     if mux is not None and wall is not None:
-        up = c.get(("ours", "upload", "upload_MiBps"))
+        single = c.get(("ours", "echo_single", "echo_single_MiBps"))
         jain = c.get(("ours", "multiplex_issue", "mux_jain"))
-        rel = f", {mux / up:.2f}x our single-stream upload" if up else ""
+        rel = f", {mux / single:.2f}x the same bytes echoed on one stream" if single else ""
         out.append(
             f"multiplex {_mux_label(meta, 'multiplex_issue')} echo (ours only, one run): "
             f"{wall:.1f} s, {mux:.2f} MiB/s{rel}, fairness (Jain) {fmt(jain)}"
@@ -514,16 +514,20 @@ def render_targets(runs: dict[str, dict[str, Cells]]) -> str:
         add(f"{label} ≤ 1.05x raw H3", "bench", par)
 
     def mux(c: Cells) -> tuple[str, bool | None]:
-        m, up = (
+        m, single = (
             c.get(("ours", "multiplex_issue", "multiplex_MiBps")),
-            c.get(("ours", "upload", "upload_MiBps")),
+            c.get(("ours", "echo_single", "echo_single_MiBps")),
         )
-        r = ratio(m, up)
-        return (f"{r:.2f}x ({fmt(m)} vs {fmt(up)} MiB/s)" if r is not None else "–"), meets(
+        r = ratio(m, single)
+        return (f"{r:.2f}x ({fmt(m)} vs {fmt(single)} MiB/s)" if r is not None else "–"), meets(
             r, "≥ 0.5"
         )
 
-    add("multiplex 1,000 × 64 KiB ≥ 0.5x single-stream throughput", "bench", mux)
+    add(
+        "multiplex 1,000 × 64 KiB echo ≥ 0.5x the same 64 MiB echoed on one stream",
+        "bench",
+        mux,
+    )
     add(
         "multiplex fair shares: Jain's index over per-stream throughput ≥ 0.8",
         "bench",

@@ -57,18 +57,61 @@ def test_a_changed_internal_switches_its_feature_off_with_one_warning() -> None:
     # What a future aioquic could do: rename a method the library overrides.
     prelude = (
         "import aioquic.quic.connection as c; "
-        "c.QuicConnection._renamed = c.QuicConnection._unblock_streams; "
-        "del c.QuicConnection._unblock_streams; "
+        "c.QuicConnection._renamed = c.QuicConnection._replenish_connection_ids; "
+        "del c.QuicConnection._replenish_connection_ids; "
     )
     features, stderr = _features({"PYWEBTRANSPORT_AIOQUIC_PATCHES": ""}, prelude)
-    assert features["early_settings"][0] is False
-    assert "_unblock_streams" in str(features["early_settings"][1])
+    assert features["connection_ids"][0] is False
+    assert "_replenish_connection_ids" in str(features["connection_ids"][1])
     assert stderr.count("RuntimeWarning") == 1
-    assert "early_settings" in stderr
-    assert all(on for name, (on, _) in features.items() if name != "early_settings")
+    assert "connection_ids" in stderr
+    assert all(on for name, (on, _) in features.items() if name != "connection_ids")
+
+
+def test_an_unreadable_write_loop_switches_stream_scheduling_off() -> None:
+    # The scheduler replaces aioquic's packet-building method; one it cannot
+    # compare with the version it follows (here: no source) is left alone.
+    prelude = (
+        "import aioquic.quic.connection as c; ns = {}; "
+        "exec('def _write_application(self, builder, network_path, now): pass', ns); "
+        "c.QuicConnection._write_application = ns['_write_application']; "
+    )
+    features, stderr = _features({"PYWEBTRANSPORT_AIOQUIC_PATCHES": ""}, prelude)
+    assert features["stream_scheduling"][0] is False
+    assert "_write_application" in str(features["stream_scheduling"][1])
+    assert stderr.count("RuntimeWarning") == 1
+    assert all(on for name, (on, _) in features.items() if name != "stream_scheduling")
 
 
 def test_the_architecture_page_lists_every_feature() -> None:
     page = (ROOT / "docs" / "architecture.md").read_text()
     for name in _aioquic.FEATURES:
         assert f"| `{name}` |" in page, name
+
+
+def _loop_a(self, items: list[int]) -> int:
+    """One docstring."""
+    total: int = 0
+    for item in items:  # a comment
+        total += item
+    return total
+
+
+def _loop_b(self, items):  # type: ignore[no-untyped-def]
+    total = 0
+    for item in items:
+        total += item
+
+    return total
+
+
+def _loop_c(self, items: list[int]) -> int:
+    total: int = 0
+    for item in items:
+        total -= item
+    return total
+
+
+def test_logic_digest_ignores_hints_docstrings_and_layout_but_not_logic() -> None:
+    assert _aioquic.logic_digest(_loop_a) == _aioquic.logic_digest(_loop_b)
+    assert _aioquic.logic_digest(_loop_a) != _aioquic.logic_digest(_loop_c)
