@@ -18,6 +18,7 @@ from pywebtransport import (
 from pywebtransport.shared.constants import CAPSULE_CLOSE_WEBTRANSPORT_SESSION
 from pywebtransport.shared.exceptions import StreamError
 from pywebtransport.transport._core.capsules import encode_capsule
+from pywebtransport.transport._core.protocol import WebTransportProtocol
 
 from .simnet import VirtualLoop, run_virtual, until
 
@@ -59,7 +60,7 @@ def test_a_close_we_start_over_a_peer_error_is_not_reported_as_the_peers(
 
 @pytest.mark.aioquic_patch("h3_settings")
 def test_session_credit_waiters_wake_on_credit_not_on_every_datagram(
-    server_config: ServerConfig, client_config: ClientConfig
+    server_config: ServerConfig, client_config: ClientConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A writer blocked by draft-15 session flow control sleeps until WT_MAX_DATA arrives."""
 
@@ -84,14 +85,15 @@ def test_session_credit_waiters_wake_on_credit_not_on_every_datagram(
             assert session.dialect == "draft-15"
             engine = session.connection._engine
             calls = 0
-            allowance = engine.core.send_allowance
+            allowance = WebTransportProtocol.send_allowance
+            core = engine.core
 
-            def counting(rec: Any, wanted: int) -> int:
+            def counting(self: WebTransportProtocol, rec: Any, wanted: int) -> int:
                 nonlocal calls
-                calls += 1
-                return allowance(rec, wanted)
+                calls += self is core
+                return allowance(self, rec, wanted)
 
-            engine.core.send_allowance = counting  # type: ignore[method-assign]
+            monkeypatch.setattr(WebTransportProtocol, "send_allowance", counting)
             stream = await session.create_bidirectional_stream()
             writer = asyncio.create_task(stream.write(b"x" * 20000, end_stream=True))
             await until(lambda: bool(streams))

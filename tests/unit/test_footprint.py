@@ -8,11 +8,13 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicProtocolVersion
 from aioquic.tls import CipherSuite, KeySchedule, SessionTicket, SessionTicketHandler
+from wire import Pair
 
 from pywebtransport.shared.utils import CertificateInfo
 from pywebtransport.transport._aioquic import (
     ConnectionTuning,
     _FrameTable,
+    _StaticTableDecoder,
     _StaticTableEncoder,
     after_handshake,
     new_quic_connection,
@@ -129,3 +131,54 @@ def test_static_table_encoder_is_decodable_without_a_dynamic_table(peer_capacity
         assert encoder_stream == b""
         assert decoder.feed_header(stream_id, block) == (b"", headers)
     encoder.feed_decoder(b"")
+
+
+_QPACK_DECOMPRESSION_FAILED = 0x200
+_QPACK_ENCODER_STREAM_ERROR = 0x201
+
+
+@pytest.mark.aioquic_patch("qpack_static")
+def test_peers_are_told_our_qpack_table_holds_nothing(certificate: CertificateInfo) -> None:
+    pair = Pair(certificate)
+    pair.open_session()
+    for h3 in (pair.client.h3, pair.server.h3):
+        assert isinstance(h3._decoder, _StaticTableDecoder)
+    for received in (pair.client.h3.received_settings, pair.server.h3.received_settings):
+        assert received is not None
+        assert received[0x01] == 0  # SETTINGS_QPACK_MAX_TABLE_CAPACITY
+        assert received[0x07] == 0  # SETTINGS_QPACK_BLOCKED_STREAMS
+
+
+@pytest.mark.aioquic_patch("qpack_static")
+@pytest.mark.parametrize(
+    ("kind", "wire", "code"),
+    [
+        # Set Dynamic Table Capacity 4096 on the encoder stream.
+        ("encoder", b"\x3f\xe1\x1f", _QPACK_ENCODER_STREAM_ERROR),
+        # Insert With Literal Name.
+        ("encoder", b"\x20\x43abc\x01x", _QPACK_ENCODER_STREAM_ERROR),
+        # A HEADERS frame whose block needs 2 dynamic entries (Required Insert Count 2).
+        ("request", b"\x01\x03\x02\x00\x80", _QPACK_DECOMPRESSION_FAILED),
+    ],
+)
+def test_dynamic_table_use_fails_only_its_connection(
+    certificate: CertificateInfo, kind: str, wire: bytes, code: int
+) -> None:
+    bad = Pair(certificate, raw_client_h3=True)
+    assert bad.raw_h3 is not None
+    good = Pair(certificate)
+    session_id = good.open_session()
+    if kind == "encoder":
+        # "Set Dynamic Table Capacity 0" alone is valid, and harmless.
+        bad.cq.send_stream_data(bad.raw_h3._local_encoder_stream_id, b"\x20\x20")
+        bad.pump()
+        assert bad.server_close is None
+        bad.cq.send_stream_data(bad.raw_h3._local_encoder_stream_id, wire)
+    else:
+        bad.cq.send_stream_data(bad.cq.get_next_available_stream_id(), wire, end_stream=True)
+    bad.pump()
+    assert bad.server_close is not None
+    assert bad.server_close.error_code == code
+    # The decoder every connection shares still decodes the others' requests.
+    good.assert_alive(session_id)
+    assert good.open_session("/again") in good.server.sessions

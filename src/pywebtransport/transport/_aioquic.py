@@ -43,6 +43,7 @@ from aioquic.h3 import events as h3e
 from aioquic.h3.connection import H3Connection, MessageError
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionId, stream_is_client_initiated
+from aioquic.quic.crypto import CryptoPair, NoCallback
 from aioquic.quic.packet import QuicFrameType, QuicPacketType
 from aioquic.quic.packet_builder import QuicDeliveryState, QuicPacketBuilder, QuicPacketBuilderStop
 from aioquic.quic.recovery import QuicPacketPacer
@@ -166,14 +167,16 @@ FEATURES: Final[dict[str, Feature]] = {
         ),
         Feature(
             "tls_release",
-            "TLS buffers, key-exchange keys and the server key schedule are freed after the "
-            "handshake (about 50 KiB per connection)",
+            "TLS buffers, key-exchange keys, the server key schedule and the keys of spent "
+            "epochs are freed after the handshake (about 53 KiB per connection)",
             "kept for the connection's lifetime",
         ),
         Feature(
             "qpack_static",
-            "the QPACK encoder uses the static table only (about 4.5 KiB per connection)",
-            "aioquic's encoder with a dynamic table",
+            "QPACK uses the static table only, both ways: peers are told our dynamic table "
+            "holds nothing, one stateless decoder serves every connection (about 9 KiB per "
+            "connection)",
+            "aioquic's encoder and decoder with dynamic tables",
         ),
         Feature(
             "h3_settings",
@@ -327,13 +330,24 @@ def _check(name: str, quic: QuicConnection, stream: QuicStream, h3: H3Connection
         )
         _params(QuicConnectionId, "cid", "sequence_number", "stateless_reset_token")
     elif name == "tls_release":
-        _has(quic, "_crypto_buffers", "_is_client", "_session_ticket_handler")
+        _has(quic, "_crypto_buffers", "_is_client", "_session_ticket_handler", "_quic_logger")
+        _has(quic, "_cryptos", "_cryptos_initial", "_spaces")
+        pair = CryptoPair()
+        _has(pair.recv, "_setup_cb", "_teardown_cb", "is_valid")
+        _require(not pair.recv.is_valid(), "a new CryptoPair has valid keys")
         _require(isinstance(quic._crypto_buffers, dict), "_crypto_buffers is not a dict")
         context = _tls_context_class()
         _has(context, "_ec_private_keys", "_x25519_private_key", "_x448_private_key")
     elif name == "qpack_static":
-        _has(h3, "_encoder")
+        _has(h3, "_encoder", "_decoder", "_max_table_capacity", "_blocked_streams")
         _require(isinstance(h3._encoder, pylsqpack.Encoder), "H3Connection._encoder changed")
+        _require(isinstance(h3._decoder, pylsqpack.Decoder), "H3Connection._decoder changed")
+        _params(H3Connection._get_local_settings)
+        local = h3._get_local_settings()
+        _require(
+            {_QPACK_MAX_TABLE_CAPACITY, _QPACK_BLOCKED_STREAMS} <= set(local),
+            "H3Connection._get_local_settings has no QPACK settings",
+        )
     elif name == "h3_settings":
         _params(H3Connection._get_local_settings)
         _require(isinstance(h3._get_local_settings(), dict), "_get_local_settings changed")
@@ -1164,6 +1178,34 @@ _NO_CRYPTO_OUTPUT: Final = Buffer(capacity=0)
 """Stands in for aioquic's per-epoch TLS output buffers once the handshake is over."""
 
 
+_SPENT_KEYS: Final = CryptoPair()
+"""Stands in for the key pairs of epochs a connection is done with (never set up)."""
+
+
+def _release_spent_keys(tuned: Any) -> None:
+    # The Initial and Handshake key pairs are torn down once their packet spaces
+    # are discarded (a server: by HandshakeCompleted), but aioquic keeps them,
+    # each with four logging callbacks, and Initial pairs for every QUIC
+    # version it supports. Packets of a spent epoch find keys that are not valid
+    # and are dropped, as they were; nothing sets such keys up again.
+    cryptos, spaces = tuned._cryptos, tuned._spaces
+    for epoch in (Epoch.INITIAL, Epoch.HANDSHAKE):
+        if spaces[epoch].discarded:
+            cryptos[epoch] = _SPENT_KEYS
+    if spaces[Epoch.INITIAL].discarded:
+        initial = tuned._cryptos_initial
+        for version in initial:
+            initial[version] = _SPENT_KEYS
+    zero_rtt = cryptos.get(Epoch.ZERO_RTT)
+    if zero_rtt is not None and not (zero_rtt.recv.is_valid() or zero_rtt.send.is_valid()):
+        cryptos[Epoch.ZERO_RTT] = _SPENT_KEYS
+    if tuned._quic_logger is None:
+        # Without a qlog trace the callbacks of the live 1-RTT keys log nothing.
+        live = cryptos[Epoch.ONE_RTT]
+        for context in (live.recv, live.send):
+            context._setup_cb = context._teardown_cb = NoCallback
+
+
 def after_handshake(quic: QuicConnection) -> bool:
     """Free what a connected `QuicConnection` only needed for its TLS handshake.
 
@@ -1186,6 +1228,7 @@ def after_handshake(quic: QuicConnection) -> bool:
     if not enabled("tls_release"):
         return False
     tuned: Any = quic
+    _release_spent_keys(tuned)
     is_client = tuned._is_client
     if not is_client and tuned._session_ticket_handler is not None:
         return False
@@ -1481,17 +1524,73 @@ class _StaticTableEncoder:
         self._encoder.feed_decoder(data)
 
 
+_QPACK_MAX_TABLE_CAPACITY: Final = 0x01
+_QPACK_BLOCKED_STREAMS: Final = 0x07
+_SET_CAPACITY_ZERO: Final = 0x20
+"""The one encoder-stream instruction valid towards a table of capacity 0 (RFC 9204 4.3.1)."""
+
+
+class _StaticTableDecoder:
+    """A QPACK decoder for peers told that our dynamic table holds nothing.
+
+    With SETTINGS_QPACK_MAX_TABLE_CAPACITY and SETTINGS_QPACK_BLOCKED_STREAMS
+    at 0 (RFC 9204 section 5), a peer's header blocks reference only the
+    static table and can never block, so decoding one keeps no state: a single
+    lsqpack decoder serves every connection (lsqpack's is about 4.4 KiB, each
+    connection had its own). The encoder stream carries nothing but "Set
+    Dynamic Table Capacity 0"; it is parsed here rather than in the shared
+    decoder, so no connection's partial instruction meets another's. A header
+    block that fails to decode replaces the shared decoder.
+    """
+
+    __slots__ = ()
+
+    _shared: ClassVar[pylsqpack.Decoder | None] = None
+
+    def feed_encoder(self, data: bytes) -> list[int]:
+        if data.strip(bytes((_SET_CAPACITY_ZERO,))):
+            raise pylsqpack.EncoderStreamError("dynamic table instruction with capacity 0")
+        return []
+
+    def feed_header(self, stream_id: int, data: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        decoder = _StaticTableDecoder._shared
+        if decoder is None:
+            decoder = _StaticTableDecoder._shared = pylsqpack.Decoder(0, 0)
+        try:
+            decoded: tuple[bytes, list[tuple[bytes, bytes]]] = decoder.feed_header(stream_id, data)
+        except BaseException:
+            _StaticTableDecoder._shared = None
+            raise
+        return decoded
+
+    def resume_header(self, stream_id: int) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        # Only a blocked stream is resumed, and none can block.
+        raise pylsqpack.DecompressionFailed("no blocked stream to resume")
+
+    def cancel_stream(self, stream_id: int) -> bytes:
+        return b""
+
+
+_STATIC_DECODER: Final = _StaticTableDecoder()
+
+
 def _h3_init(self: Any, quic: QuicConnection, extra_settings: dict[int, int]) -> None:
     self.wt_settings = extra_settings
     self.wt_malformed = []
     H3Connection.__init__(self, quic, enable_webtransport=True)
     if enabled("qpack_static"):
+        # SETTINGS already left with capacity 0 (see `_get_local_settings`).
         self._encoder = _StaticTableEncoder(self._encoder)
+        self._decoder = _STATIC_DECODER
+        self._max_table_capacity = self._blocked_streams = 0
 
 
 def _get_local_settings(self: Any) -> dict[int, int]:
     settings = H3Connection._get_local_settings(self)
-    settings.update(self.wt_settings)
+    if enabled("qpack_static"):
+        settings[_QPACK_MAX_TABLE_CAPACITY] = settings[_QPACK_BLOCKED_STREAMS] = 0
+    if enabled("h3_settings"):
+        settings.update(self.wt_settings)
     return settings
 
 
@@ -1523,7 +1622,7 @@ def _h3_connection_class() -> type[H3Connection]:
             "__doc__": "aioquic's H3Connection with the enabled features of this module.",
             "__init__": _h3_init,
         }
-        if enabled("h3_settings"):
+        if enabled("h3_settings") or enabled("qpack_static"):
             namespace["_get_local_settings"] = _get_local_settings
         if enabled("malformed_request"):
             namespace["_receive_request_or_push_data"] = _receive_request_or_push_data

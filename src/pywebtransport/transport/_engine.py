@@ -200,6 +200,49 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         max_sessions: Sessions a peer may hold open on this connection.
     """
 
+    __slots__ = (
+        "_alive_timer",
+        "_blocked",
+        "_datagram_queue",
+        "_datagram_waiting",
+        "_held_timer",
+        "_next_ping",
+        "_sent_this_tick",
+        "_stream_credit_waiters",
+        "_timer",
+        "_timer_at",
+        "_transmit_handle",
+        "authority",
+        "close_reason",
+        "config",
+        "connection",
+        "core",
+        "created_at",
+        "emitter",
+        "handle",
+        "handshake",
+        "is_client",
+        "last_activity",
+        "last_received",
+        "loop",
+        "on_cid_issued",
+        "on_cid_retired",
+        "on_closed",
+        "on_established",
+        "on_session_closed",
+        "on_session_pending",
+        "on_session_ready",
+        "on_session_request",
+        "owns_transport",
+        "quic",
+        "receiving",
+        "settings",
+        "sock",
+        "state",
+        "terminated",
+        "transport",
+    )
+
     def __init__(
         self,
         quic: QuicConnection,
@@ -256,12 +299,12 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         self._sent_this_tick = 0
         self._alive_timer: asyncio.TimerHandle | None = None
         self._next_ping = 0.0
-        self._blocked: set[StreamRecord] = set()
+        self._blocked: dict[StreamRecord, None] = {}
         """Writers waiting for their stream's send buffer to drain."""
         self._stream_credit_waiters: list[asyncio.Future[None]] = []
         """Tasks waiting for QUIC stream credit (checked after received datagrams)."""
         self._datagram_queue = config.max_pending_datagrams
-        self._datagram_waiting: set[SessionRecord] = set()
+        self._datagram_waiting: dict[SessionRecord, None] = {}
         """Sessions whose senders wait for room in the outgoing datagram queue."""
         self._held_timer: asyncio.TimerHandle | None = None
         self.emitter: EventEmitter | None = None
@@ -412,7 +455,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
                 self.last_activity = self.loop.time()
                 self._session_requested(event.session)
             elif isinstance(event, pe.StreamClosed):
-                self._blocked.discard(event.stream)
+                self._blocked.pop(event.stream, None)
                 session_event(self, event)
             elif isinstance(event, pe.SessionClosed):
                 self.last_activity = self.loop.time()
@@ -513,14 +556,14 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         if session.send_waiters is None:
             session.send_waiters = []
         session.send_waiters.append(future)
-        self._datagram_waiting.add(session)
+        self._datagram_waiting[session] = None
         return future
 
     def _wake_datagram_senders(self) -> None:
         mark = self.core.datagram_high_water_mark
         for session in list(self._datagram_waiting):
             if session.is_closed or len(session.outgoing or ()) < mark:
-                self._datagram_waiting.discard(session)
+                self._datagram_waiting.pop(session, None)
                 waiters, session.send_waiters = session.send_waiters, None
                 for waiter in waiters or ():
                     _wake(waiter)
@@ -591,7 +634,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         if rec.writers is None:
             rec.writers = []
         rec.writers.append(future)
-        self._blocked.add(rec)
+        self._blocked[rec] = None
         return future
 
     def send_buffered(self, rec: StreamRecord) -> int:
@@ -663,7 +706,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         quic = self.quic
         for rec in list(self._blocked):
             if not rec.writers:
-                self._blocked.discard(rec)
+                self._blocked.pop(rec, None)
                 continue
             if rec.write_error is not None or _aioquic.send_buffered(quic, rec.stream_id) == 0:
                 self._release_writers(rec)
@@ -676,7 +719,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
             self.wake_credit_waiters()
 
     def _release_writers(self, rec: StreamRecord) -> None:
-        self._blocked.discard(rec)
+        self._blocked.pop(rec, None)
         writers, rec.writers = rec.writers, None
         for writer in writers or ():
             _wake(writer)

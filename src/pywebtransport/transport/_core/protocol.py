@@ -129,6 +129,39 @@ class WebTransportProtocol:
             clears it when it transmits.
     """
 
+    __slots__ = (
+        "_closed_by_capsule",
+        "_datagram_backlog",
+        "_early_stops",
+        "_ended",
+                "_events",
+        "_half_window",
+        "_held",
+        "_held_count",
+        "_http3",
+        "_max_held_bytes",
+        "_max_held_per_session",
+        "_max_held_streams",
+        "_peeking",
+        "_peer_bidi",
+        "_peer_uni",
+        "_refused",
+        "_settings_seen",
+        "_stream_window",
+        "datagram_high_water_mark",
+        "datagram_max_age",
+        "h3",
+        "is_client",
+        "limits",
+        "max_capsule_size",
+        "max_field_section_size",
+        "now",
+        "quic",
+        "sessions",
+        "streams",
+        "want_transmit",
+    )
+
     def __init__(
         self,
         quic: QuicConnection,
@@ -169,7 +202,9 @@ class WebTransportProtocol:
         self._settings_seen = False
         self._http3: set[int] = set()
         """Streams owned by HTTP/3: control, QPACK and request streams."""
-        self._refused: set[int] = set()
+        # Sets kept as dicts (keys only): an empty dict costs 64 bytes, an empty set 216,
+        # and most connections never put anything in these.
+        self._refused: dict[int, None] = {}
         """Peer streams we refused: their later data is dropped."""
         self._peeking: dict[int, bytearray] = {}
         """Peer streams whose header is still incomplete."""
@@ -178,11 +213,11 @@ class WebTransportProtocol:
         self._held_count = 0
         self._peer_bidi = StreamIds(1 if self.is_client else 0)
         self._peer_uni = StreamIds(3 if self.is_client else 2)
-        self._ended: deque[int] = deque()
-        self._ended_set: set[int] = set()
+        self._ended: dict[int, None] = {}
+        """The last sessions that ended, oldest first."""
         self._early_stops: dict[int, int] = {}
         """STOP_SENDING codes for peer streams whose first bytes have not arrived yet."""
-        self._closed_by_capsule: set[int] = set()
+        self._closed_by_capsule: dict[int, None] = {}
         """CONNECT streams whose peer sent CLOSE_WEBTRANSPORT_SESSION and has not finished."""
 
     # ------------------------------------------------------------------ queries
@@ -289,7 +324,7 @@ class WebTransportProtocol:
             return
         if stream_id in self._refused:
             if fin:
-                self._refused.discard(stream_id)
+                self._refused.pop(stream_id, None)
             return
         if (stream_id & 1) == (0 if self.is_client else 1):
             # One of our streams that is no longer tracked: late data, dropped.
@@ -446,7 +481,7 @@ class WebTransportProtocol:
         return rec
 
     def _refuse(self, stream_id: int, unidirectional: bool, code: int) -> None:
-        self._refused.add(stream_id)
+        self._refused[stream_id] = None
         self._safe_stop(stream_id, code)
         if not unidirectional:
             self._safe_reset(stream_id, code)
@@ -472,7 +507,7 @@ class WebTransportProtocol:
                 self._refuse(stream_id, entry.unidirectional, code)
 
     def _session_ended(self, session_id: int) -> bool:
-        if session_id in self._ended_set:
+        if session_id in self._ended:
             return True
         # Beyond the exactly remembered ones, anything older than the oldest of them ended.
         return (
@@ -482,17 +517,17 @@ class WebTransportProtocol:
         )
 
     def _remember_ended(self, session_id: int) -> None:
-        self._ended.append(session_id)
-        self._ended_set.add(session_id)
-        if len(self._ended) > _MAX_ENDED_SESSIONS:
-            self._ended_set.discard(self._ended.popleft())
+        ended = self._ended
+        ended[session_id] = None
+        if len(ended) > _MAX_ENDED_SESSIONS:
+            del ended[next(iter(ended))]
 
     # ------------------------------------------------------------------ HTTP/3
 
     def _to_h3(self, event: qe.QuicEvent) -> None:
         h3_events = self.h3.handle_event(event)
         for stream_id in _aioquic.malformed_requests(self.h3):
-            self._refused.add(stream_id)
+            self._refused[stream_id] = None
             self._http3.discard(stream_id)
             self._safe_stop(stream_id, ErrorCodes.H3_MESSAGE_ERROR)
             self._safe_reset(stream_id, ErrorCodes.H3_MESSAGE_ERROR)
@@ -528,7 +563,7 @@ class WebTransportProtocol:
         # has nothing more to read on it.
         if stream_id not in self.sessions:
             self._http3.discard(stream_id)
-            self._closed_by_capsule.discard(stream_id)
+            self._closed_by_capsule.pop(stream_id, None)
 
     def _receive_headers(self, event: h3e.HeadersReceived) -> None:
         stream_id = event.stream_id
@@ -588,11 +623,11 @@ class WebTransportProtocol:
         if stream_id in self._closed_by_capsule:
             if data:
                 # draft §6: nothing may follow CLOSE_WEBTRANSPORT_SESSION.
-                self._closed_by_capsule.discard(stream_id)
+                self._closed_by_capsule.pop(stream_id, None)
                 self._safe_stop(stream_id, ErrorCodes.H3_MESSAGE_ERROR)
                 self._safe_reset(stream_id, ErrorCodes.H3_MESSAGE_ERROR)
             elif ended:
-                self._closed_by_capsule.discard(stream_id)
+                self._closed_by_capsule.pop(stream_id, None)
             return
         session = self.sessions.get(stream_id)
         if session is None:
@@ -621,7 +656,7 @@ class WebTransportProtocol:
                     self._safe_stop(stream_id, ErrorCodes.H3_MESSAGE_ERROR)
                     self._safe_reset(stream_id, ErrorCodes.H3_MESSAGE_ERROR)
                 elif not ended:
-                    self._closed_by_capsule.add(stream_id)
+                    self._closed_by_capsule[stream_id] = None
                 self._end_session(session, code, reason, by_peer=True, clean=True)
                 return
         if ended:
@@ -701,7 +736,7 @@ class WebTransportProtocol:
                 self._events.append(StreamResetReceived(rec))
             return
         if stream_id in self._refused:
-            self._refused.discard(stream_id)
+            self._refused.pop(stream_id, None)
             return
         for session_id, held in list(self._held.items()):
             if held.pop(stream_id, None) is not None:
@@ -713,7 +748,7 @@ class WebTransportProtocol:
         if session is not None:
             session.fin_sent = True
             self._end_session(session, 0, "CONNECT stream reset", by_peer=True, clean=False)
-        self._closed_by_capsule.discard(stream_id)
+        self._closed_by_capsule.pop(stream_id, None)
         if stream_id in self._http3:
             self._http3.discard(stream_id)
             self.h3.handle_event(event)
@@ -1083,7 +1118,7 @@ class WebTransportProtocol:
                     self._safe_reset(rec.stream_id, ErrorCodes.WT_SESSION_GONE)
                 if rec.readable and not rec.read_done and not rec.fin_received:
                     self._safe_stop(rec.stream_id, ErrorCodes.WT_SESSION_GONE)
-                    self._refused.add(rec.stream_id)
+                    self._refused[rec.stream_id] = None
             rec.read_done = True
             if rec.read_error is None and not (rec.fin_received and rec.buffered == 0):
                 rec.read_error = error
