@@ -80,9 +80,14 @@ def server_config(cert: str, key: str, port: int, settings: dict[str, Any]) -> S
 
 
 async def _echo(stream: Any) -> None:
-    while data := await stream.read():
-        await stream.write(data)
-    await stream.write(b"", end_stream=True)
+    # The FIN leaves with the last data when it came with it, as raw aioquic's echo does.
+    while True:
+        data = await stream.read()
+        done = not stream.can_read
+        if data or done:
+            await stream.write(data, end_stream=done)
+        if done:
+            return
 
 
 async def _sink(stream: Any) -> None:

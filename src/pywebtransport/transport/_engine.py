@@ -202,6 +202,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
 
     __slots__ = (
         "_alive_timer",
+        "_answered",
         "_blocked",
         "_datagram_queue",
         "_datagram_waiting",
@@ -212,6 +213,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         "_timer",
         "_timer_at",
         "_transmit_handle",
+        "_transmit_late",
         "authority",
         "close_reason",
         "config",
@@ -294,6 +296,10 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._transmit_handle: asyncio.Handle | None = None
+        self._transmit_late = False
+        """The pending transmit is the end of a receive batch's (two iterations away)."""
+        self._answered = False
+        """Something was queued during the receive batch under way."""
         self.receiving = False
         """True while a batch of received datagrams is being processed."""
         self._sent_this_tick = 0
@@ -381,9 +387,22 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         self.receiving = False
         if self._blocked or self._stream_credit_waiters:
             self._wake_blocked()
-        # Deferred, not immediate: readers woken by the batch run first, so the
-        # answers they write leave in the same packet as the ACK.
-        self.transmit_soon()
+        if self._answered:
+            # Something was queued while the batch ran (an event handler's answer,
+            # a reply of the protocol's own): it leaves now, with the ACK.
+            self._answered = False
+            self.transmit()
+            return
+        # Otherwise deferred: readers woken by the batch run first, so the
+        # answers they write leave in the same packet as the ACK. Two iterations
+        # rather than one: a handler that takes an incoming stream typically
+        # starts a task for it, whose first step runs one iteration later still.
+        if self._transmit_handle is None:
+            self._transmit_late = True
+            self._transmit_handle = self.loop.call_soon(self._transmit_next)
+
+    def _transmit_next(self) -> None:
+        self._transmit_handle = self.loop.call_soon(self.transmit)
 
     def _process_quic_events(self) -> None:
         quic = self.quic
@@ -487,7 +506,11 @@ class ConnectionEngine(asyncio.DatagramProtocol):
 
     def transmit(self) -> None:
         """Send every datagram QUIC has queued and re-arm the QUIC timer."""
-        self._transmit_handle = None
+        pending = self._transmit_handle
+        if pending is not None:
+            # A deferred transmit still to come would find nothing this one leaves.
+            self._transmit_handle = None
+            pending.cancel()
         core = self.core
         core.want_transmit = False
         transport = self.transport
@@ -513,8 +536,16 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         self._timer_at = timer_at
 
     def transmit_soon(self) -> None:
-        """Transmit at the next loop iteration (at most once per iteration)."""
-        if self._transmit_handle is None:
+        """Transmit at the next loop iteration, or at the end of the receive batch under way."""
+        if self.receiving:
+            self._answered = True
+            return
+        handle = self._transmit_handle
+        if handle is not None and self._transmit_late:
+            handle.cancel()
+            handle = None
+        if handle is None:
+            self._transmit_late = False
             self._transmit_handle = self.loop.call_soon(self.transmit)
 
     def flush(self) -> None:

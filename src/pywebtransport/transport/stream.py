@@ -457,9 +457,10 @@ class WebTransportSendStream(_StreamBase):
         engine = self._engine
         while True:
             allowed = engine.core.send_allowance(rec, wanted)
-            engine.after_command()  # a WT_DATA_BLOCKED capsule may be queued
             if allowed > 0:
+                # A WT_DATA_BLOCKED capsule it queued leaves with the caller's data.
                 return allowed
+            engine.after_command()  # the WT_DATA_BLOCKED capsule
             logger.debug("stream %d: blocked by session flow control", rec.stream_id)
             waiter = engine.wait_session_credit(rec.session)
             try:

@@ -134,7 +134,7 @@ class WebTransportProtocol:
         "_datagram_backlog",
         "_early_stops",
         "_ended",
-                "_events",
+        "_events",
         "_half_window",
         "_held",
         "_held_count",
