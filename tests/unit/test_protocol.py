@@ -532,3 +532,27 @@ def test_stop_sending_before_the_stream_header_reaches_the_writer(pair: Pair) ->
         pair.server.send(rec, b"reply")
     assert caught.value.error_code == 42
     assert pair.server.read(rec) == b"hi"
+
+
+def test_held_streams_are_capped_per_session_and_refused_when_stale(pair: Pair) -> None:
+    """Streams ahead of their session are held, 10 per session; stale ones are refused."""
+    session = pair.client.open_session(authority="127.0.0.1:4433", path="/early", dialect=DRAFT02)
+    session.state = SessionState.CONNECTED  # as a client that does not wait for the answer
+    streams = [pair.client.open_stream(session, unidirectional=True) for _ in range(12)]
+    for rec in streams:
+        pair.client.send(rec, b"early", fin=False)
+    pair.pump()
+    assert len(pair.take_server(SessionRequested)) == 1  # never answered
+    assert pair.server.held_count == 10
+
+    def refused() -> list[int]:
+        code = ErrorCodes.WT_BUFFERED_STREAM_REJECTED
+        return [rec.stream_id for rec in streams if code in pair.refusals(rec.stream_id)]
+
+    assert refused() == [rec.stream_id for rec in streams[10:]]
+    pair.server.expire_held(before=pair.server.now)  # none arrived before now
+    assert pair.server.held_count == 10
+    pair.server.expire_held(before=pair.server.now + 1.0)
+    pair.pump()
+    assert pair.server.held_count == 0
+    assert refused() == [rec.stream_id for rec in streams]
