@@ -1,6 +1,6 @@
 """Per-connection memory savings, checked structurally over real loopback connections.
 
-The benchmark's `idle_memory` scenario measures RSS; these tests pin the
+The benchmark's `idle_cost` scenario measures RSS; these tests pin the
 mechanisms behind it instead (no RSS thresholds, which would be flaky), and
 check that connections still carry streams and datagrams in both directions
 once the handshake state is gone.

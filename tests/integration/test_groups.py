@@ -86,17 +86,6 @@ def url(app: ServerApp, room: str, name: str) -> str:
 
 
 @pytest.fixture
-def roomy_client_config(client_config: ClientConfig) -> ClientConfig:
-    """The client config with stream credit for every message a test sends at once.
-
-    Works around a transport issue: when the client finishes reading a stream, the
-    WT_MAX_STREAMS capsule it queues may wait for the next transmit, so a server that
-    used up the initial credit (10 streams) can stall until the client sends anything.
-    """
-    return client_config.update(initial_max_streams_uni=200)
-
-
-@pytest.fixture
 async def apps() -> AsyncIterator[list[ServerApp]]:
     """Apps a test starts; each is shut down afterwards."""
     started: list[ServerApp] = []
@@ -124,13 +113,13 @@ async def spawn_chat(
 
 @pytest.mark.timeout(30)
 async def test_in_process_join_publish_leave_and_cleanup(
-    server_config: ServerConfig, roomy_client_config: ClientConfig, apps: list[ServerApp]
+    server_config: ServerConfig, client_config: ClientConfig, apps: list[ServerApp]
 ) -> None:
     app = await start(group_app(server_config), apps)
     assert isinstance(app.groups.backend, InProcessBackend) and app.groups.healthy
     server: dict[str, WebTransportSession] = app.state_sessions  # type: ignore[attr-defined]
     groups = app.groups
-    async with WebTransportClient(roomy_client_config) as client:
+    async with WebTransportClient(client_config) as client:
         a = await client.connect(url(app, "lobby", "a"))
         b = await client.connect(url(app, "lobby", "b"))
         c = await client.connect(url(app, "other", "c"))
@@ -202,7 +191,7 @@ async def test_groups_follow_the_app_lifecycle(
 async def test_redis_two_server_processes_share_rooms(
     redis_server: RedisServer,
     certificate: CertificateInfo,
-    roomy_client_config: ClientConfig,
+    client_config: ClientConfig,
     processes: list[asyncio.subprocess.Process],
 ) -> None:
     ports = [free_tcp_port(), free_tcp_port()]
@@ -211,7 +200,7 @@ async def test_redis_two_server_processes_share_rooms(
         for port in ports
     ]
     one, two = (f"https://127.0.0.1:{port}/chat" for port in ports)
-    async with WebTransportClient(roomy_client_config) as client:
+    async with WebTransportClient(client_config) as client:
         alice = await connect_when_ready(client, f"{one}/lobby", servers[0])
         dave = await client.connect(f"{one}/other")
         bob = await connect_when_ready(client, f"{two}/lobby", servers[1])
@@ -280,7 +269,7 @@ async def test_redis_chat_with_two_workers(
 async def test_redis_leave_outage_and_recovery(
     redis_server: RedisServer,
     server_config: ServerConfig,
-    roomy_client_config: ClientConfig,
+    client_config: ClientConfig,
     apps: list[ServerApp],
 ) -> None:
     health: list[tuple[int, bool]] = []
@@ -299,7 +288,7 @@ async def test_redis_leave_outage_and_recovery(
     g1, g2 = app1.groups, app2.groups
     assert g1.healthy and g2.healthy and health == [(1, True), (2, True)]
     server2: dict[str, WebTransportSession] = app2.state_sessions  # type: ignore[attr-defined]
-    async with WebTransportClient(roomy_client_config) as client:
+    async with WebTransportClient(client_config) as client:
         x = await client.connect(url(app1, "lobby", "x"))
         y = await client.connect(url(app2, "lobby", "y"))
         await wait_until(lambda: bool(g1.members("lobby") and g2.members("lobby")))
