@@ -402,15 +402,7 @@ class WebTransportSendStream(_StreamBase):
         return not self._rec.write_done
 
     def _check_writable(self) -> None:
-        rec = self._rec
-        if rec.write_error is not None:
-            raise rec.write_error
-        if rec.write_done:
-            raise StreamError(
-                f"stream {rec.stream_id} is closed for writing (write after close)",
-                stream_id=rec.stream_id,
-                remote=False,
-            )
+        self._rec.check_writable()
 
     async def write(self, data: Buffer | str, end_stream: bool = False) -> None:
         """Send data, waiting while the peer's flow control or the local buffer is full.

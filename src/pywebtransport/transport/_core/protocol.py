@@ -891,14 +891,7 @@ class WebTransportProtocol:
         Raises:
             StreamError: The sending half is finished, reset or stopped by the peer.
         """
-        if rec.write_error is not None:
-            raise rec.write_error
-        if rec.write_done:
-            raise StreamError(
-                f"stream {rec.stream_id} is closed for writing (write after close)",
-                stream_id=rec.stream_id,
-                remote=False,
-            )
+        rec.check_writable()
         try:
             self.quic.send_stream_data(rec.stream_id, data, fin)  # type: ignore[arg-type]
         except (RuntimeError, ValueError) as exc:

@@ -297,6 +297,21 @@ class StreamRecord:
         """True when both halves are done."""
         return self.read_done and self.write_done
 
+    def check_writable(self) -> None:
+        """Raise unless data may still be queued on the sending half.
+
+        Raises:
+            StreamError: The sending half is finished, reset or stopped by the peer.
+        """
+        if self.write_error is not None:
+            raise self.write_error
+        if self.write_done:
+            raise StreamError(
+                f"stream {self.stream_id} is closed for writing (write after close)",
+                stream_id=self.stream_id,
+                remote=False,
+            )
+
     def take(self, max_bytes: int) -> bytes:
         """Remove up to `max_bytes` buffered bytes (all when negative) from the front.
 
