@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import pytest
 
 from pywebtransport import (
@@ -10,7 +13,9 @@ from pywebtransport import (
     WebTransportClient,
     WebTransportServer,
     WebTransportSession,
+    WebTransportStream,
 )
+from pywebtransport.shared.exceptions import StreamError
 
 from .simnet import VirtualLoop, run_virtual
 
@@ -19,6 +24,7 @@ pytestmark = pytest.mark.timeout(30)
 URL = "https://127.0.0.1:4433/"
 
 
+@pytest.mark.aioquic_patch("h3_settings")  # draft-15 session flow control
 def test_a_sender_past_the_initial_stream_credit_is_not_stalled(
     server_config: ServerConfig, client_config: ClientConfig
 ) -> None:
@@ -56,3 +62,43 @@ def test_a_sender_past_the_initial_stream_credit_is_not_stalled(
     assert sorted(got) == sorted(b"message %d" % i for i in range(total))
     # Three credit windows, each a round trip (1 ms) and a little more.
     assert elapsed < 0.01, elapsed
+
+
+@pytest.mark.aioquic_patch("stream_credit")
+def test_streams_let_go_of_on_both_sides_are_closed_and_their_credit_returns(
+    server_config: ServerConfig, client_config: ClientConfig
+) -> None:
+    """A server handler that gives up on a stream the peer reset (and never closes its
+    own half), and a client that resets its half and drops the stream: without the
+    library closing what both let go of, each stream would hold QUIC stream credit
+    until the session ends, and the 6th stream could never open."""
+
+    async def give_up_on_reset(session: WebTransportSession) -> None:
+        async def read(stream: WebTransportStream) -> None:
+            with contextlib.suppress(StreamError):
+                await stream.read_all()
+
+        tasks = set()
+        async for stream in session.incoming_bidirectional_streams():
+            task = asyncio.create_task(read(stream))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    async def main(loop: VirtualLoop) -> int:
+        config = server_config.update(quic_max_concurrent_bidi_streams=5)
+        opened = 0
+        async with (
+            WebTransportServer(config, handler=give_up_on_reset),
+            WebTransportClient(client_config.update(stream_creation_timeout=1.0)) as client,
+        ):
+            session = await client.connect(URL)
+            for _ in range(20):
+                stream = await session.create_bidirectional_stream()
+                await stream.write(b"x" * 100)
+                await stream.reset(7)
+                del stream  # never read: its receiving half is let go of too
+                opened += 1
+            await session.close()
+        return opened
+
+    assert run_virtual(main) == 20

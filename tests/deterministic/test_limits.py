@@ -71,6 +71,7 @@ def test_sessions_over_the_per_address_limit_are_answered_429(
     run_virtual(main)
 
 
+@pytest.mark.aioquic_patch("datagram_queue")
 def test_the_outgoing_datagram_queue_drops_the_oldest_and_expires_stale_ones(
     server_config: ServerConfig, client_config: ClientConfig
 ) -> None:

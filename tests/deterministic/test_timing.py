@@ -189,13 +189,15 @@ def test_stream_creation_waits_for_credit_then_times_out(
             config = client_config.update(stream_creation_timeout=1.5)
             async with WebTransportClient(config) as client:
                 session = await client.connect(URL)
-                for _ in range(2):  # the CONNECT stream took the third
-                    await session.create_bidirectional_stream()
+                # Held open (a stream let go of is closed, returning its credit);
+                # the CONNECT stream took the third.
+                held = [await session.create_bidirectional_stream() for _ in range(2)]
                 start = loop.time()
                 with pytest.raises(TimeoutError) as caught:
                     await session.create_bidirectional_stream()
                 assert caught.value.operation == "create_stream"
                 assert loop.time() - start == pytest.approx(1.5, abs=0.01)
+                assert all(not stream.is_closed for stream in held)
                 await session.close()
 
     run_virtual(main)

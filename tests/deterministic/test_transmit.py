@@ -14,6 +14,7 @@ from .test_timing import URL, _echo
 pytestmark = pytest.mark.timeout(30)
 
 
+@pytest.mark.aioquic_patch("h3_settings")  # draft-15 session flow control
 def test_a_new_streams_header_and_first_write_leave_in_one_packet(
     server_config: ServerConfig, client_config: ClientConfig
 ) -> None:

@@ -198,7 +198,7 @@ async def test_server_initiated_bidi_stream_keeps_the_app_id(
     async with WebTransportClient(client_config) as client:
         # A client session first, so that the app's id 1 cannot be the real QUIC id.
         other = await client.connect(app_url(app, "/other"))
-        await other.create_bidirectional_stream()
+        occupied = await other.create_bidirectional_stream()  # held: kept open
         session = await client.connect(app_url(app, "/echo"))
         await session.send_datagram(b"open-bidi")
         stream = await session.accept_bidirectional_stream(timeout=5)
@@ -207,6 +207,7 @@ async def test_server_initiated_bidi_stream_keeps_the_app_id(
         await echo.wait_received(lambda got: bool(got) and got[-1]["end_stream"])
         assert b"".join(m["data"] for m in echo.received) == b"reply"
         assert {m["stream"] for m in echo.received} == {1}
+        assert not occupied.is_closed
         await session.close()
         await other.close()
 

@@ -65,6 +65,7 @@ __all__ = [
     "manage_stream_window",
     "new_h3",
     "new_quic_connection",
+    "nothing_sent",
     "peer_address",
     "peer_certificate",
     "pending_datagrams",
@@ -1308,6 +1309,28 @@ def set_stream_window(quic: QuicConnection, stream_id: int, limit: int) -> None:
         stream.max_stream_data_local = limit
         if enabled("stream_scheduling"):
             _owe(quic, stream)
+
+
+def nothing_sent(quic: QuicConnection, stream_id: int) -> bool:
+    """Return True when a stream has data queued of which no byte has left yet.
+
+    Args:
+        quic: The connection.
+        stream_id: The stream.
+
+    Returns:
+        The answer (True when the feature is off: the caller then transmits
+        once more than it needs to).
+    """
+    if not enabled("send_buffer"):
+        return True
+    tuned: Any = quic
+    stream = tuned._streams.get(stream_id)
+    return (
+        stream is not None
+        and not stream.sender.buffer_is_empty
+        and not stream.sender.highest_offset
+    )
 
 
 def send_buffered(quic: QuicConnection, stream_id: int) -> int:

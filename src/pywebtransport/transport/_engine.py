@@ -784,6 +784,43 @@ class ConnectionEngine(asyncio.DatagramProtocol):
             status_code,
         )
 
+    def abandon_stream(self, rec: StreamRecord) -> None:
+        """Close what is open of a stream the application no longer holds.
+
+        Its sending half can never be finished, so it is reset; its receiving
+        half is never read again, so the peer is told to stop (code 0 both
+        ways). Otherwise the stream would stay open, and hold the peer's stream
+        credit, until the session ends.
+
+        Args:
+            rec: A stream whose application object was collected.
+        """
+        if rec.is_finished or rec.session.is_closed or rec.owner is not None:
+            return
+        if not rec.write_done:
+            self.reset_stream(rec, 0)
+        if not rec.read_done:
+            self.core.stop_receiving(rec, 0)
+        self.after_command()
+        logger.debug("stream %d: let go of by the application, closed", rec.stream_id)
+
+    def reset_stream(self, rec: StreamRecord, error_code: int) -> None:
+        """Reset a stream's sending half (RESET_STREAM) and transmit.
+
+        A stream reset before any of its bytes left never shows the peer its
+        header: the peer could not tell which session it belonged to, nor give
+        back the session's stream credit (draft-15). Its queued bytes leave
+        first, so the header is on its way ahead of the reset.
+
+        Args:
+            rec: The stream.
+            error_code: The application error code.
+        """
+        if _aioquic.nothing_sent(self.quic, rec.stream_id):
+            self.transmit()
+        self.core.reset(rec, error_code)
+        self.after_command()
+
     def after_command(self, *, defer: bool = False) -> None:
         """Deliver the events a command produced and send what it queued.
 

@@ -9,13 +9,17 @@ Backpressure works both ways through QUIC flow control:
   a slow reader makes the peer's writer wait, not this process's memory grow.
 
 A stream's state lives in its protocol record; these objects read it and wait
-on the engine.
+on the engine. A stream object the application no longer references, while the
+stream is open, is closed for it: its sending half reset and its receiving half
+stopped (code 0), so that it does not hold the peer's stream credit until the
+session ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -46,6 +50,15 @@ class _StreamBase:
         self._rec = record
         self._engine = engine
         record.owner = self
+
+    def __del__(self) -> None:
+        # The application let go of a stream it can no longer finish: like a socket,
+        # it is closed for it (on the loop, not inside whatever the collector interrupted).
+        rec = self._rec
+        if not rec.is_finished and not rec.session.is_closed:
+            engine = self._engine
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                engine.loop.call_soon(engine.abandon_stream, rec)
 
     @property
     def stream_id(self) -> int:
@@ -536,8 +549,7 @@ class WebTransportSendStream(_StreamBase):
         if rec.write_done:
             return
         engine = self._engine
-        engine.core.reset(rec, error_code)
-        engine.after_command()
+        engine.reset_stream(rec, error_code)
         engine.wake_stream(rec)
         logger.debug("stream %d: reset with code %d", rec.stream_id, error_code)
 

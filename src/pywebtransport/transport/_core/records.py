@@ -15,6 +15,7 @@ Session states follow a transition table, as data (h11 style): a move not in
 from __future__ import annotations
 
 import enum
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
@@ -234,6 +235,7 @@ class StreamRecord:
     """
 
     __slots__ = (
+        "_owner",
         "buffered",
         "chunks",
         "consumed",
@@ -241,7 +243,6 @@ class StreamRecord:
         "fin_received",
         "fin_sent",
         "local",
-        "owner",
         "read_done",
         "read_error",
         "reader",
@@ -279,7 +280,7 @@ class StreamRecord:
         self.write_done = not writable
         self.reader: Any = None
         self.writers: list[Any] | None = None
-        self.owner: Any = None
+        self._owner: weakref.ref[Any] | None = None
         self.emitter: Any = None
 
     @property
@@ -296,6 +297,20 @@ class StreamRecord:
     def is_finished(self) -> bool:
         """True when both halves are done."""
         return self.read_done and self.write_done
+
+    @property
+    def owner(self) -> Any:
+        """The application's stream object, while the application holds it (else None).
+
+        Held weakly: a stream the application let go of can be cleaned up
+        (`ConnectionEngine.abandon_stream`) rather than kept open forever.
+        """
+        ref = self._owner
+        return None if ref is None else ref()
+
+    @owner.setter
+    def owner(self, owner: Any) -> None:
+        self._owner = None if owner is None else weakref.ref(owner)
 
     def check_writable(self) -> None:
         """Raise unless data may still be queued on the sending half.
