@@ -21,7 +21,7 @@ from pywebtransport.shared.types import SessionState
 from pywebtransport.shared.utils import CertificateInfo
 from pywebtransport.transport._core.capsules import decode_capsules, encode_capsule
 from pywebtransport.transport._core.codes import http3_to_wt_error, wt_to_http3_error
-from pywebtransport.transport._core.dialects import DRAFT02, Limits
+from pywebtransport.transport._core.dialects import DRAFT02, DRAFT15, Limits
 from pywebtransport.transport._core.events import (
     SessionClosed,
     SessionEstablished,
@@ -556,3 +556,22 @@ def test_held_streams_are_capped_per_session_and_refused_when_stale(pair: Pair) 
     pair.pump()
     assert pair.server.held_count == 0
     assert refused() == [rec.stream_id for rec in streams]
+
+
+def test_a_stream_reset_before_its_header_gives_back_session_credit(
+    certificate: CertificateInfo,
+) -> None:
+    """draft-15: the header was lost and a plain RESET_STREAM ended the retransmission.
+
+    The client counted the stream against its session's credit; with one session on the
+    connection the server counts it as opened and done, so credit keeps coming back."""
+    pair = Pair(certificate, limits=Limits(max_sessions=1, initial_max_streams_bidi=4))
+    session_id = pair.open_session(dialect=DRAFT15)
+    client_session = pair.client.sessions[session_id]
+    assert client_session.flow is not None
+    for _ in range(12):  # three times the initial stream credit
+        assert pair.client.stream_blocker(client_session, unidirectional=False) is None
+        rec = pair.client.open_stream(client_session, unidirectional=False)
+        pair.client.reset(rec, 0)  # before the header left: the peer sees only the reset
+        pair.pump()
+    pair.assert_alive(session_id)

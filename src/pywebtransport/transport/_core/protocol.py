@@ -716,7 +716,7 @@ class WebTransportProtocol:
 
     def _receive_reset(self, event: qe.StreamReset) -> None:
         stream_id = event.stream_id
-        self._peeking.pop(stream_id, None)
+        header_incomplete = self._peeking.pop(stream_id, None) is not None
         rec = self.streams.get(stream_id)
         if rec is not None:
             if not rec.read_done:
@@ -752,6 +752,27 @@ class WebTransportProtocol:
         if stream_id in self._http3:
             self._http3.discard(stream_id)
             self.h3.handle_event(event)
+        elif session is None and (stream_id & 1) != (0 if self.is_client else 1):
+            tracker = self._peer_uni if stream_is_unidirectional(stream_id) else self._peer_bidi
+            if tracker.add(stream_id) or header_incomplete:
+                self._early_stops.pop(stream_id, None)
+                self._reset_before_header(stream_id)
+
+    def _reset_before_header(self, stream_id: int) -> None:
+        # A peer stream reset before its header arrived (the packet carrying it was
+        # lost, and a plain RESET_STREAM stops its retransmission: only
+        # RESET_STREAM_AT would not). The peer counted it against its session's
+        # stream credit (draft-15), which no one could otherwise give back. With
+        # a single session on the connection it can only be that session's.
+        flow_sessions = [s for s in self.sessions.values() if s.flow is not None]
+        if len(flow_sessions) != 1 or not flow_sessions[0].is_established:
+            return
+        session = flow_sessions[0]
+        flow = session.flow
+        assert flow is not None
+        unidirectional = stream_is_unidirectional(stream_id)
+        flow.admit(unidirectional)
+        self._send_capsules(session, flow.peer_stream_done(unidirectional))
 
     def _receive_stop_sending(self, event: qe.StopSendingReceived) -> None:
         stream_id = event.stream_id
