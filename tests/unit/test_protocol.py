@@ -558,6 +558,7 @@ def test_held_streams_are_capped_per_session_and_refused_when_stale(pair: Pair) 
     assert refused() == [rec.stream_id for rec in streams]
 
 
+@pytest.mark.aioquic_patch("h3_settings")  # the server's draft-15 stream limits
 def test_a_stream_reset_before_its_header_gives_back_session_credit(
     certificate: CertificateInfo,
 ) -> None:
@@ -573,5 +574,31 @@ def test_a_stream_reset_before_its_header_gives_back_session_credit(
         assert pair.client.stream_blocker(client_session, unidirectional=False) is None
         rec = pair.client.open_stream(client_session, unidirectional=False)
         pair.client.reset(rec, 0)  # before the header left: the peer sees only the reset
+        pair.pump()
+    pair.assert_alive(session_id)
+
+
+@pytest.mark.aioquic_patch("send_buffer")
+@pytest.mark.parametrize("ending", ["peer_reset", "stopped_by_reader"])
+def test_data_of_streams_that_end_unread_gives_back_session_credit(
+    certificate: CertificateInfo, ending: str
+) -> None:
+    """draft-15: bytes sent on a stream that is reset, or stopped by its reader, before
+    they are read still count against the session's data credit on the sender's side;
+    the receiver counts them as read, up to the final size of the reset."""
+    limits = Limits(max_sessions=1, initial_max_data=8192, flow_control_window=8192)
+    pair = Pair(certificate, limits=limits)
+    session_id = pair.open_session(dialect=DRAFT15)
+    client_session = pair.client.sessions[session_id]
+    for _ in range(6):  # 6 x 3000 bytes: more than twice the session's data credit
+        rec = pair.client.open_stream(client_session, unidirectional=False)
+        assert pair.client.send_allowance(rec, 3000) == 3000
+        pair.client.send(rec, b"x" * 3000)
+        pair.pump()
+        (opened,) = pair.take_server(StreamOpened)
+        if ending == "peer_reset":
+            pair.client.reset(rec, 1)
+        else:
+            pair.server.stop_receiving(opened.stream, 2)
         pair.pump()
     pair.assert_alive(session_id)

@@ -70,6 +70,7 @@ __all__ = [
     "peer_certificate",
     "pending_datagrams",
     "release_early_streams",
+    "reset_final_size",
     "selector_socket",
     "send_buffered",
     "set_stream_window",
@@ -281,6 +282,7 @@ def _check(name: str, quic: QuicConnection, stream: QuicStream, h3: H3Connection
         _params(QuicPacketBuilder.start_frame, "frame_type", "capacity", "handler", "handler_args")
     elif name == "send_buffer":
         _has(quic, "_streams")
+        _has(stream.receiver, "_final_size")
         _require(isinstance(quic._streams, dict), "QuicConnection._streams is not a dict")
         _has(stream.sender, "_buffer", "is_finished")
         _require(isinstance(stream.sender._buffer, bytearray), "sender._buffer is not a bytearray")
@@ -1331,6 +1333,25 @@ def nothing_sent(quic: QuicConnection, stream_id: int) -> bool:
         and not stream.sender.buffer_is_empty
         and not stream.sender.highest_offset
     )
+
+
+def reset_final_size(quic: QuicConnection, stream_id: int) -> int | None:
+    """Return the final size a peer's RESET_STREAM gave a stream (stream offset, bytes).
+
+    Args:
+        quic: The connection.
+        stream_id: A stream whose receiving half the peer reset.
+
+    Returns:
+        The final size, or None when unknown (the feature is off, or aioquic has
+        already forgotten the stream).
+    """
+    if not enabled("send_buffer"):
+        return None
+    tuned: Any = quic
+    stream = tuned._streams.get(stream_id)
+    final: int | None = None if stream is None else stream.receiver._final_size
+    return final
 
 
 def send_buffered(quic: QuicConnection, stream_id: int) -> int:

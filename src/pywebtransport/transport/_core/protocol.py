@@ -82,6 +82,8 @@ _BLOCKED_CAPSULES: Final = frozenset(
 _MAX_ENDED_SESSIONS: Final = 1024
 """Ended session ids remembered exactly; older ones are told apart by their id."""
 _MAX_EARLY_STOPS: Final = 64
+_MAX_UNREAD: Final = 1024
+"""Stopped streams whose final size is awaited (older ones are given up on)."""
 """STOP_SENDING frames remembered for streams not seen yet (each one byte of state)."""
 _DATAGRAM_BUDGET: Final = 256
 """Datagrams handed to QUIC ahead of what it sent; the rest wait in session queues."""
@@ -95,6 +97,7 @@ class _Held:
     since: float
     data: bytearray = field(default_factory=bytearray)
     fin: bool = False
+    header_size: int = 0
 
 
 class WebTransportProtocol:
@@ -148,6 +151,7 @@ class WebTransportProtocol:
         "_refused",
         "_settings_seen",
         "_stream_window",
+        "_unread",
         "datagram_high_water_mark",
         "datagram_max_age",
         "h3",
@@ -218,6 +222,8 @@ class WebTransportProtocol:
         self._early_stops: dict[int, int] = {}
         """STOP_SENDING codes for peer streams whose first bytes have not arrived yet."""
         self._closed_by_capsule: dict[int, None] = {}
+        self._unread: dict[int, tuple[SessionRecord, int, int]] = {}
+        """Streams we stopped reading: session, header size, bytes counted as read."""
         """CONNECT streams whose peer sent CLOSE_WEBTRANSPORT_SESSION and has not finished."""
 
     # ------------------------------------------------------------------ queries
@@ -366,7 +372,7 @@ class WebTransportProtocol:
                         ErrorCodes.H3_ID_ERROR, f"stream {stream_id}: invalid session id"
                     )
                     return
-                self._claim(session_id, stream_id, unidirectional, bytes(view[pos:]), fin)
+                self._claim(session_id, stream_id, unidirectional, bytes(view[pos:]), fin, pos)
                 return
         if fin or len(view) > _MAX_HEADER_PEEK:
             # A stream that ends (or runs on) before its header is complete is useless.
@@ -377,11 +383,17 @@ class WebTransportProtocol:
             self._peeking[stream_id] = bytearray(view)
 
     def _claim(
-        self, session_id: int, stream_id: int, unidirectional: bool, data: bytes, fin: bool
+        self,
+        session_id: int,
+        stream_id: int,
+        unidirectional: bool,
+        data: bytes,
+        fin: bool,
+        header_size: int,
     ) -> None:
         session = self.sessions.get(session_id)
         if session is not None and session.is_established:
-            self._deliver(session, stream_id, unidirectional, data, fin)
+            self._deliver(session, stream_id, unidirectional, data, fin, header_size)
             return
         if session is None and self._session_ended(session_id):
             self._refuse(stream_id, unidirectional, ErrorCodes.WT_SESSION_GONE)
@@ -396,7 +408,7 @@ class WebTransportProtocol:
             return
         # The CONNECT (or its answer) may still be on its way: hold the stream.
         self._held.setdefault(session_id, {})[stream_id] = _Held(
-            unidirectional, self.now, bytearray(data), fin
+            unidirectional, self.now, bytearray(data), fin, header_size
         )
         self._held_count += 1
 
@@ -445,7 +457,13 @@ class WebTransportProtocol:
             return
 
     def _deliver(
-        self, session: SessionRecord, stream_id: int, unidirectional: bool, data: bytes, fin: bool
+        self,
+        session: SessionRecord,
+        stream_id: int,
+        unidirectional: bool,
+        data: bytes,
+        fin: bool,
+        header_size: int,
     ) -> None:
         flow = session.flow
         if flow is not None and not flow.admit(unidirectional):
@@ -459,6 +477,7 @@ class WebTransportProtocol:
             )
             return
         rec = self._new_stream(session, stream_id, unidirectional=unidirectional, local=False)
+        rec.header_size = header_size
         if data:
             rec.chunks.append(data)
             rec.buffered = len(data)
@@ -496,7 +515,12 @@ class WebTransportProtocol:
                 self._refuse(stream_id, entry.unidirectional, ErrorCodes.WT_SESSION_GONE)
             else:
                 self._deliver(
-                    session, stream_id, entry.unidirectional, bytes(entry.data), entry.fin
+                    session,
+                    stream_id,
+                    entry.unidirectional,
+                    bytes(entry.data),
+                    entry.fin,
+                    entry.header_size,
                 )
 
     def _drop_held(self, session_id: int, code: int) -> None:
@@ -717,6 +741,10 @@ class WebTransportProtocol:
     def _receive_reset(self, event: qe.StreamReset) -> None:
         stream_id = event.stream_id
         header_incomplete = self._peeking.pop(stream_id, None) is not None
+        unread = self._unread.pop(stream_id, None) if self._unread else None
+        if unread is not None:
+            stopped_session, header_size, counted = unread
+            self._release_unread(stopped_session, stream_id, header_size, counted)
         rec = self.streams.get(stream_id)
         if rec is not None:
             if not rec.read_done:
@@ -724,6 +752,7 @@ class WebTransportProtocol:
                 rec.reset_received = True
                 rec.chunks.clear()
                 rec.buffered = 0
+                self._release_unread(rec.session, stream_id, rec.header_size, rec.consumed)
                 self._fail_read(
                     rec,
                     StreamError(
@@ -868,11 +897,25 @@ class WebTransportProtocol:
             return b""
         return None
 
+    def _release_unread(
+        self, session: SessionRecord, stream_id: int, header_size: int, counted: int
+    ) -> None:
+        # Data the peer sent on a stream that ended unread still counts against the
+        # session's credit on its side: count it as read, up to the final size.
+        if session.flow is None or session.is_closed:
+            return
+        final = _aioquic.reset_final_size(self.quic, stream_id)
+        if final is not None:
+            self._count_read(session, final - header_size - counted)
+
+    def _count_read(self, session: SessionRecord, count: int) -> None:
+        flow = session.flow
+        if flow is not None and count > 0:
+            self._send_capsules(session, flow.consumed(count))
+
     def _consumed(self, rec: StreamRecord, count: int) -> None:
         rec.consumed += count
-        flow = rec.session.flow
-        if flow is not None:
-            self._send_capsules(rec.session, flow.consumed(count))
+        self._count_read(rec.session, count)
         if rec.window_sent >= 0:
             limit = rec.consumed + self._stream_window
             if limit - rec.window_sent >= self._half_window:
@@ -891,6 +934,15 @@ class WebTransportProtocol:
             return
         self._safe_stop(rec.stream_id, wt_to_http3_error(error_code))
         self.want_transmit = True
+        if rec.session.flow is not None and not rec.fin_received:
+            # The peer's RESET_STREAM in answer carries the final size: what it sent
+            # that we never read is counted as read then (session credit, draft-15).
+            unread = self._unread
+            if len(unread) >= _MAX_UNREAD:
+                del unread[next(iter(unread))]
+            unread[rec.stream_id] = (rec.session, rec.header_size, rec.consumed)
+        elif rec.buffered:
+            self._count_read(rec.session, rec.buffered)
         rec.chunks.clear()
         rec.buffered = 0
         rec.fin_received = False

@@ -242,6 +242,7 @@ class StreamRecord:
         "emitter",
         "fin_received",
         "fin_sent",
+        "header_size",
         "local",
         "read_done",
         "read_error",
@@ -274,6 +275,8 @@ class StreamRecord:
         self.consumed = 0
         self.window_sent = -1
         self.fin_sent = False
+        self.header_size = 0
+        """Bytes of the stream header before the data received (peer streams)."""
         self.reset_sent = False
         self.reset_received = False
         self.write_error: StreamError | None = None
