@@ -54,6 +54,10 @@ SessionHandler = Callable[[WebTransportSession], Awaitable[Any]]
 """An async callable that serves one accepted session."""
 
 GOING_AWAY_CODE = ErrorCodes.APP_SERVICE_UNAVAILABLE
+# Between the peer's acknowledgement of the close capsules and CONNECTION_CLOSE:
+# browsers report a session's end to the page asynchronously (see
+# WebTransportConnection.close).
+_CLOSE_LINGER = 0.05
 """Session close code a server sends when it shuts down."""
 
 
@@ -470,7 +474,7 @@ class WebTransportServer(EventEmitter):
         await asyncio.gather(
             *(
                 asyncio.wait_for(
-                    c.close(ErrorCodes.H3_NO_ERROR, "server shutting down"),
+                    c.close(ErrorCodes.H3_NO_ERROR, "server shutting down", linger=_CLOSE_LINGER),
                     max(0.0, end - loop.time()),
                 )
                 for c in connections

@@ -270,6 +270,29 @@ def test_server_shutdown_finishes_within_close_timeout(
     run_virtual(main)
 
 
+def test_linger_ends_when_the_peer_closes_first(
+    server_config: ServerConfig, client_config: ClientConfig
+) -> None:
+    # The linger itself (Chromium's page seeing a clean close on server
+    # shutdown) is tested in tests/browser/test_cohost.py.
+    async def main(loop: VirtualLoop) -> float:
+        async with (
+            WebTransportServer(server_config, handler=_hold) as server,
+            WebTransportClient(client_config) as client,
+        ):
+            await client.connect(URL)
+            await until(lambda: len(server.connection_manager) == 1)
+            (connection,) = server.connection_manager.connections()
+            start = loop.time()
+            closing = asyncio.ensure_future(connection.close(linger=30.0))
+            await asyncio.sleep(0.5)
+            await client.close()
+            await closing
+            return loop.time() - start
+
+    assert run_virtual(main, delay=DELAY) == pytest.approx(0.5, abs=0.01)
+
+
 def test_reset_reaches_a_blocked_reader(
     server_config: ServerConfig, client_config: ClientConfig
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 from typing import Any
 
 from ..shared.config import ClientConfig, ServerConfig
@@ -273,18 +274,25 @@ class WebTransportConnection:
 
     # ------------------------------------------------------------------ closing
 
-    async def close(self, error_code: int = 0, reason: str = "") -> None:
+    async def close(self, error_code: int = 0, reason: str = "", *, linger: float = 0.0) -> None:
         """Close the QUIC connection and with it every session.
 
         Sessions get their close capsule; queued stream data, the capsules
         included, is flushed until the peer acknowledged it (one round trip
-        plus the peer's ACK delay; at most half of `close_timeout`); then
-        CONNECTION_CLOSE is sent and this returns. The QUIC closing period runs
-        on in the background and frees the socket when it ends.
+        plus the peer's ACK delay; at most half of `close_timeout`); then,
+        after `linger`, CONNECTION_CLOSE is sent and this returns. The QUIC
+        closing period runs on in the background and frees the socket when it
+        ends.
 
         Args:
             error_code: QUIC application error code.
             reason: Reason phrase.
+            linger: Seconds to wait after the acknowledgement (ended early if
+                the peer closes the connection itself). Chromium tells the page
+                that a session closed one task after it read the capsule; a
+                CONNECTION_CLOSE read before that task runs turns the clean
+                close into "Connection lost" there. The server's graceful
+                shutdown lingers 50 ms.
         """
         engine = self._engine
         if engine.state is ConnectionState.CLOSED:
@@ -297,6 +305,9 @@ class WebTransportConnection:
                     core.close_session(record, 0, reason)
             engine.after_command()
             await engine.flush_streams(engine.config.close_timeout / 2)
+            if linger > 0 and engine.state is not ConnectionState.CLOSED:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(engine.terminated), linger)
             engine.close_quic(error_code, reason)
 
     def abort(self) -> None:
