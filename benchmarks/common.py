@@ -127,6 +127,15 @@ class RssMeter:
             "client_kib_per_session": round((c1 - c0) / n, 1) if c0 and c1 else None,
         }
 
+    def total(self) -> dict[str, float | None]:
+        """KiB of growth on each side since construction."""
+        s1, c1 = read_rss_kb(self.server_pid), read_rss_kb()
+        s0, c0 = self.s0, self.c0
+        return {
+            "server_rss_kib_total": float(s1 - s0) if s0 and s1 else None,
+            "client_rss_kib_total": float(c1 - c0) if c0 and c1 else None,
+        }
+
     def growth(self, cycles: int) -> dict[str, float | None]:
         """KiB of growth per 1,000 cycles on each side since construction."""
         s1, c1 = read_rss_kb(self.server_pid), read_rss_kb()

@@ -563,9 +563,15 @@ async def sc_conn_rate_client_close(ctx: Ctx) -> dict[str, Any]:
     """A fresh `WebTransportClient` per cycle; leaving ``async with`` closes it (timed)."""
     dur, max_cycles = ctx.params["duration"], ctx.params["close_cycles"]
     warm = min(100, max_cycles // 10)
+    # A counted soak (close_soak) reports the slope over its second half: the first
+    # thousand cycles grow the heap in one step (allocator arenas, bounded caches
+    # filling), which a leak would not stop at. The total from `warm` is reported too.
+    half = max_cycles // 2 if max_cycles <= 100_000 else None
     close_s: list[float] = []
     cpu = CpuMeter(ctx.server_pid)
     rss: RssMeter | None = None
+    slope: RssMeter | None = None
+    series: list[list[Any]] = []  # [cycle, server KiB grown since `warm`] every 500 cycles
     t0, n = perf(), 0
     while perf() - t0 < dur and n < max_cycles:
         async with WebTransportClient(ctx.config) as client:
@@ -575,14 +581,28 @@ async def sc_conn_rate_client_close(ctx: Ctx) -> dict[str, Any]:
         n += 1
         if n == warm:
             rss = RssMeter(ctx.server_pid)
+        if n == half:
+            slope = RssMeter(ctx.server_pid)
+        if rss is not None and half is not None and n % 500 == 0:
+            series.append([n, rss.total()["server_rss_kib_total"]])
     el = perf() - t0
     c = cpu.per_mib("x", MiB * n)
+    memory: dict[str, Any] = {}
+    if slope is not None and half is not None and rss is not None:
+        memory = {
+            **slope.growth(n - half),
+            **rss.total(),
+            "rss_slope_from_cycle": half,
+            "server_rss_kib_series": series,
+        }
+    elif rss is not None:
+        memory = rss.growth(n - warm)
     return {
         "cycles_per_s": round(n / el, 1),
         "cycles": n,
         **lat_summary(close_s, "client_close", (50, 99)),
         "server_cpu_ms_per_cycle": c.get("x_server_cpu_ms_per_MiB"),
-        **(rss.growth(n - warm) if rss is not None else {}),
+        **memory,
     }
 
 
