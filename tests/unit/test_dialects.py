@@ -17,6 +17,7 @@ from pywebtransport.shared.constants import (
     SETTINGS_WT_MAX_SESSIONS,
     ErrorCodes,
 )
+from pywebtransport.shared.exceptions import FlowControlError
 from pywebtransport.shared.utils import CertificateInfo
 from pywebtransport.transport._core.capsules import encode_capsule
 from pywebtransport.transport._core.dialects import (
@@ -115,8 +116,8 @@ def test_peer_exceeding_stream_limit_closes_session(certificate: CertificateInfo
     assert flow is not None
     # Pretend the server granted more than it did, so our client oversteps its real limit.
     flow.remote_max_bidi = 10
-    for _ in range(3):
-        rec = pair.client_stream(session_id)
+    recs = [pair.client_stream(session_id) for _ in range(3)]
+    for rec in recs:
         pair.client.send(rec, b"x")
     pair.pump()
     opened = pair.take_server(StreamOpened)
@@ -127,6 +128,12 @@ def test_peer_exceeding_stream_limit_closes_session(certificate: CertificateInfo
     (client_closed,) = pair.take_client(SessionClosed)
     assert client_closed.session.close_code == ErrorCodes.WT_FLOW_CONTROL_ERROR
     assert client_closed.session.closed_by_peer is True
+    # The streams of the session fail with FlowControlError on both sides.
+    server_error = opened[0].stream.read_error
+    assert isinstance(server_error, FlowControlError) and not server_error.remote
+    assert server_error.error_code == ErrorCodes.WT_FLOW_CONTROL_ERROR
+    client_error = recs[0].write_error
+    assert isinstance(client_error, FlowControlError) and client_error.remote
 
 
 @pytest.mark.aioquic_patch("h3_settings")

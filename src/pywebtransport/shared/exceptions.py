@@ -289,6 +289,13 @@ class StreamError(WebTransportError):
 class FlowControlError(StreamError):
     """A flow-control limit was violated.
 
+    Raised by reads and writes on the streams of a draft-15 session that was
+    closed with `ErrorCodes.WT_FLOW_CONTROL_ERROR`: because the peer opened more
+    streams than the session's limit allowed (`remote` is False: we closed it),
+    or because the peer closed it with that code (`remote` is True). The
+    session's close info carries the same code. Running out of the peer's
+    credit is not a violation: writes wait for credit until `write_timeout`.
+
     Args:
         message: What went wrong.
         actual: The amount sent or requested, where known.
@@ -336,6 +343,15 @@ class DatagramError(WebTransportError):
 
 class ProtocolError(WebTransportError):
     """The peer (or we) violated the WebTransport / HTTP/3 protocol.
+
+    A violation by the peer closes only what it must, with the error code the
+    drafts name, and your code sees that close where it waits: `ConnectionError`
+    (its `error_code`, e.g. `H3_FRAME_ERROR`) for the connection, the session's
+    close info and `SessionClosedError` for a session, `StreamError` for a
+    stream. None of them is raised as `ProtocolError`, which could not say
+    which of your operations the violation belongs to; this class is the base
+    of the library's internal protocol errors (an invalid QUIC Retry token) and
+    keeps the reference library's name importable for code that catches it.
 
     Args:
         message: What went wrong.

@@ -46,7 +46,7 @@ from ...shared.constants import (
     UNI_STREAM_TYPE,
     ErrorCodes,
 )
-from ...shared.exceptions import SessionClosedError, StreamError
+from ...shared.exceptions import FlowControlError, SessionClosedError, StreamError
 from ...shared.types import SessionState
 from ...shared.utils import decode_varint
 from .. import _aioquic
@@ -1172,11 +1172,20 @@ class WebTransportProtocol:
             session.fin_sent = True
             with contextlib.suppress(Exception):
                 self.h3.send_data(sid, b"", end_stream=True)
-        error = stream_error or StreamError(
-            f"session {sid} closed",
-            error_code=ErrorCodes.WT_SESSION_GONE,
-            remote=by_peer,
-        )
+        error = stream_error
+        if error is None and code == ErrorCodes.WT_FLOW_CONTROL_ERROR:
+            # Either side found a session flow-control limit overstepped (draft-15).
+            error = FlowControlError(
+                f"session {sid} closed: {reason or 'flow control violated'}",
+                error_code=ErrorCodes.WT_FLOW_CONTROL_ERROR,
+                remote=by_peer,
+            )
+        if error is None:
+            error = StreamError(
+                f"session {sid} closed",
+                error_code=ErrorCodes.WT_SESSION_GONE,
+                remote=by_peer,
+            )
         for rec in list(session.streams.values()):
             if stream_error is None:
                 # draft §6: streams of a closed session are reset / stopped with SESSION_GONE.
