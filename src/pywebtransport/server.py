@@ -54,11 +54,12 @@ SessionHandler = Callable[[WebTransportSession], Awaitable[Any]]
 """An async callable that serves one accepted session."""
 
 GOING_AWAY_CODE = ErrorCodes.APP_SERVICE_UNAVAILABLE
+"""Session close code a server sends when it shuts down."""
+
 # Between the peer's acknowledgement of the close capsules and CONNECTION_CLOSE:
 # browsers report a session's end to the page asynchronously (see
 # WebTransportConnection.close).
 _CLOSE_LINGER = 0.05
-"""Session close code a server sends when it shuts down."""
 
 
 class WebTransportServer(EventEmitter):

@@ -59,8 +59,6 @@ logger = logging.getLogger("pywebtransport.connection")
 _handles = itertools.count(1)
 
 _RECEIVE_BATCH = 32
-_IMMEDIATE_TRANSMITS = 1
-"""Sends of one loop iteration that transmit at once; later ones join one deferred transmit."""
 _MAX_UDP_PAYLOAD = 65535
 _UDP_BUFFER_BYTES = 4 * 1024 * 1024
 """Socket buffers asked for; the kernel caps them at net.core.[rw]mem_max."""
@@ -302,7 +300,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         """Something was queued during the receive batch under way."""
         self.receiving = False
         """True while a batch of received datagrams is being processed."""
-        self._sent_this_tick = 0
+        self._sent_this_tick = False
         self._alive_timer: asyncio.TimerHandle | None = None
         self._next_ping = 0.0
         self._blocked: dict[StreamRecord, None] = {}
@@ -554,12 +552,11 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         Within one loop iteration only the first command transmits at once;
         later ones join one deferred transmit.
         """
-        if self.receiving or self._sent_this_tick >= _IMMEDIATE_TRANSMITS:
+        if self.receiving or self._sent_this_tick:
             self.transmit_soon()
             return
-        if not self._sent_this_tick:
-            self.loop.call_soon(self._new_tick)
-        self._sent_this_tick += 1
+        self._sent_this_tick = True
+        self.loop.call_soon(self._new_tick)
         self.transmit()
 
     def send_datagram(self, session: SessionRecord, data: bytes | bytearray | memoryview) -> None:
@@ -609,7 +606,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
             self._held_timer = self.loop.call_later(ttl / 2, self._expire_held)
 
     def _new_tick(self) -> None:
-        self._sent_this_tick = 0
+        self._sent_this_tick = False
 
     def _on_timer(self) -> None:
         now = max(self._timer_at or 0.0, self.loop.time())

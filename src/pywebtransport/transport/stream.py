@@ -485,12 +485,6 @@ class WebTransportSendStream(_StreamBase):
         while engine.send_buffered(rec) > threshold:
             if rec.write_error is not None:
                 raise rec.write_error
-            if threshold and logger.isEnabledFor(logging.DEBUG):
-                logger.debug(
-                    "stream %d: writer waits, %d bytes unacknowledged",
-                    rec.stream_id,
-                    engine.send_buffered(rec),
-                )
             waiter = engine.wait_writable(rec)
             if timeout is None:
                 await waiter

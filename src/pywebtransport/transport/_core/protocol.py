@@ -82,9 +82,9 @@ _BLOCKED_CAPSULES: Final = frozenset(
 _MAX_ENDED_SESSIONS: Final = 1024
 """Ended session ids remembered exactly; older ones are told apart by their id."""
 _MAX_EARLY_STOPS: Final = 64
+"""STOP_SENDING frames remembered for streams not seen yet (each one byte of state)."""
 _MAX_UNREAD: Final = 1024
 """Stopped streams whose final size is awaited (older ones are given up on)."""
-"""STOP_SENDING frames remembered for streams not seen yet (each one byte of state)."""
 _DATAGRAM_BUDGET: Final = 256
 """Datagrams handed to QUIC ahead of what it sent; the rest wait in session queues."""
 
@@ -222,9 +222,9 @@ class WebTransportProtocol:
         self._early_stops: dict[int, int] = {}
         """STOP_SENDING codes for peer streams whose first bytes have not arrived yet."""
         self._closed_by_capsule: dict[int, None] = {}
+        """CONNECT streams whose peer sent CLOSE_WEBTRANSPORT_SESSION and has not finished."""
         self._unread: dict[int, tuple[SessionRecord, int, int]] = {}
         """Streams we stopped reading: session, header size, bytes counted as read."""
-        """CONNECT streams whose peer sent CLOSE_WEBTRANSPORT_SESSION and has not finished."""
 
     # ------------------------------------------------------------------ queries
 
