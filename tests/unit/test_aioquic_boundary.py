@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +42,13 @@ def test_every_feature_is_on_with_the_tested_aioquic() -> None:
 def test_off_switches_every_optimisation_but_not_pinning() -> None:
     features, stderr = _features({"PYWEBTRANSPORT_AIOQUIC_PATCHES": "off"})
     assert features["peer_certificate"][0] is True
-    assert [name for name, (on, _) in features.items() if on] == ["peer_certificate"]
+    # Security and correctness features stay on; every optimisation is off.
+    assert sorted(name for name, (on, _) in features.items() if on) == [
+        "h3_settings",
+        "peer_certificate",
+        "stream_limits",
+        "stream_state",
+    ]
     assert "RuntimeWarning" not in stderr  # switched off on purpose: no warning
 
 
@@ -115,3 +122,111 @@ def _loop_c(self, items: list[int]) -> int:
 def test_logic_digest_ignores_hints_docstrings_and_layout_but_not_logic() -> None:
     assert _aioquic.logic_digest(_loop_a) == _aioquic.logic_digest(_loop_b)
     assert _aioquic.logic_digest(_loop_a) != _aioquic.logic_digest(_loop_c)
+
+
+def _edited_aioquic(tmp_path: Path, module: str, function: str) -> Path:
+    """Copy the installed aioquic into `tmp_path` with one line added to `function`."""
+    import aioquic
+
+    copy = tmp_path / "aioquic"
+    shutil.copytree(Path(aioquic.__file__).parent, copy)
+    source = copy / module
+    lines = source.read_text().splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if f"def {function}(" in line)
+    # The first line of the body after the signature (which may span lines).
+    body = next(i for i in range(start, len(lines)) if lines[i].rstrip().endswith(":")) + 1
+    indent = lines[body][: len(lines[body]) - len(lines[body].lstrip())]
+    lines.insert(body, f"{indent}_edited = 1\n")
+    source.write_text("".join(lines))
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("module", "function", "feature"),
+    [
+        ("quic/connection.py", "_write_stream_frame", "stream_scheduling"),
+        ("quic/connection.py", "_write_reset_stream_frame", "stream_scheduling"),
+        ("quic/connection.py", "_write_stop_sending_frame", "stream_scheduling"),
+        ("quic/connection.py", "_write_stream_limits", "stream_window"),
+        ("quic/connection.py", "_replenish_connection_ids", "connection_ids"),
+        ("quic/stream.py", "on_reset_delivery", "stream_state"),
+        ("quic/connection.py", "_write_connection_limits", "stream_limits"),
+        ("h3/connection.py", "_receive_request_or_push_data", "malformed_request"),
+    ],
+)
+def test_an_edited_aioquic_function_switches_its_feature_off(
+    tmp_path: Path, module: str, function: str, feature: str
+) -> None:
+    # A future aioquic that changes the logic of a function the boundary copies,
+    # replaces or relies on: the same names and signatures, one more statement.
+    path = _edited_aioquic(tmp_path, module, function)
+    env = {"PYWEBTRANSPORT_AIOQUIC_PATCHES": "", "PYTHONPATH": str(path)}
+    prelude = f"import aioquic; assert aioquic.__file__.startswith({str(path)!r}); "
+    features, stderr = _features(env, prelude)
+    assert features[feature][0] is False, features[feature]
+    assert function in str(features[feature][1])
+    assert "RuntimeWarning" in stderr
+    if _aioquic.FEATURES[feature].essential:
+        assert "SECURITY" in stderr and feature in stderr
+    else:
+        assert "SECURITY" not in stderr
+
+
+def test_a_lost_security_feature_is_reported_from_the_users_import(tmp_path: Path) -> None:
+    path = _edited_aioquic(tmp_path, "quic/connection.py", "_write_connection_limits")
+    script = tmp_path / "my_server.py"
+    script.write_text("import pywebtransport\n")
+    result = subprocess.run(
+        [sys.executable, "-W", "always", str(script)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(path), "PYWEBTRANSPORT_AIOQUIC_PATCHES": ""},
+        timeout=60,
+        check=True,
+    )
+    security = [line for line in result.stderr.splitlines() if "SECURITY" in line]
+    assert security and security[0].startswith(f"{script}:1: RuntimeWarning"), result.stderr
+    assert "stream_limits" in security[0] and "128" in security[0]
+
+
+@pytest.mark.parametrize("value", ["pacerr", "false", "pacer,nope", ","])
+def test_an_unknown_patch_setting_is_an_error_listing_the_valid_ones(value: str) -> None:
+    with pytest.raises(ValueError, match="comma-separated list of: batch_reads") as info:
+        _aioquic.parse_patch_setting(value)
+    assert "stream_scheduling" in str(info.value)
+    result = subprocess.run(
+        [sys.executable, "-c", "import pywebtransport"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYWEBTRANSPORT_AIOQUIC_PATCHES": value},
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "PYWEBTRANSPORT_AIOQUIC_PATCHES" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["", "on", "ALL", "1", "off", "None", "0", "pacer, stats"])
+def test_the_valid_patch_settings(value: str) -> None:
+    names = _aioquic.parse_patch_setting(value)
+    assert names <= set(_aioquic.FEATURES)
+
+
+def test_a_signature_check_without_names_requires_no_parameters() -> None:
+    def no_parameters(self: object) -> None: ...
+
+    def one_parameter(self: object, extra: int) -> None: ...
+
+    _aioquic._params(no_parameters)
+    with pytest.raises(_aioquic._Mismatch):
+        _aioquic._params(one_parameter)
+    with pytest.raises(_aioquic._Mismatch):
+        _aioquic._params(one_parameter, "extra", "more")
+
+
+def test_every_function_a_feature_relies_on_has_recorded_digests() -> None:
+    for feature in _aioquic.FEATURES.values():
+        for name in feature.relies_on:
+            assert name in _aioquic._DIGESTS, name
+            assert (
+                _aioquic.logic_digest(_aioquic._aioquic_function(name)) in (_aioquic._DIGESTS[name])
+            )

@@ -9,8 +9,9 @@ feature whose internals are not what this module expects (a newer aioquic) is
 switched off with one `RuntimeWarning`, and the library keeps working on stock
 aioquic behaviour. `PYWEBTRANSPORT_AIOQUIC_PATCHES=off` switches every
 optimisation off (a comma-separated list of feature names switches off just
-those, security ones included), which is how CI proves the stock path still
-passes the suite.
+those, essential ones included), which is how CI proves the stock path still
+passes the suite. An essential feature lost to a different aioquic is
+reported a second time, loudly, from the user's import line.
 
 Every feature was checked against aioquic 1.7.0 to 1.7.2, the range declared in
 pyproject.toml: before 1.7, aioquic doubles stream limits as peers use them
@@ -73,6 +74,7 @@ __all__ = [
     "reset_final_size",
     "selector_socket",
     "send_buffered",
+    "send_finished",
     "set_stream_window",
     "stats",
 ]
@@ -102,8 +104,14 @@ class Feature:
         fallback: What happens when it is off.
         enabled: Whether it is in use in this process.
         reason: Why it is off, when it is.
-        security: A capability rather than an optimisation: `off` in the
-            environment variable leaves it on (naming it switches it off).
+        essential: A protection, a protocol capability or a correctness
+            query rather than an optimisation: `off` in the environment
+            variable leaves it on (naming it switches it off), and losing it
+            to a different aioquic is reported by a second, loud warning
+            naming what is exposed.
+        relies_on: The aioquic functions it copies, replaces or whose
+            behaviour it assumes (`Class.method`); each one's logic digest must
+            be one of those recorded in `_DIGESTS`, or the feature is off.
     """
 
     name: str
@@ -111,7 +119,8 @@ class Feature:
     fallback: str
     enabled: bool = True
     reason: str = ""
-    security: bool = False
+    essential: bool = False
+    relies_on: tuple[str, ...] = ()
 
 
 FEATURES: Final[dict[str, Feature]] = {
@@ -121,12 +130,34 @@ FEATURES: Final[dict[str, Feature]] = {
             "stream_window",
             "a stream's receive window follows what its reader consumed (receive backpressure)",
             "aioquic doubles windows as data arrives: a slow reader buffers without bound",
+            relies_on=(
+                "QuicConnection._write_stream_limits",
+                "QuicConnection._on_max_stream_data_delivery",
+                "QuicConnection._handle_stream_frame",
+            ),
         ),
         Feature(
             "send_buffer",
-            "write() waits while too much data is unacknowledged (send backpressure), and a "
-            "close lets queued stream data be acknowledged before CONNECTION_CLOSE",
-            "writes never wait for acknowledgements; close does not wait for queued data",
+            "write() waits while too much data is unacknowledged (send backpressure)",
+            "writes never wait for acknowledgements: a writer faster than the path buffers "
+            "in aioquic without bound",
+            relies_on=("QuicStreamSender.write", "QuicStreamSender.on_data_delivery"),
+        ),
+        Feature(
+            "stream_state",
+            "a graceful close waits until the peer acknowledged every finished stream and "
+            "queued data before the close capsule and CONNECTION_CLOSE; draft-15 session "
+            "credit of a stream reset unread is given back up to its final size",
+            "a graceful close waits its whole close_timeout (unless the peer closes first); a "
+            "stream reset unread gives back up to its receive window (session data limits "
+            "loosen by at most one window per such stream)",
+            essential=True,
+            relies_on=(
+                "QuicStreamSender.on_data_delivery",
+                "QuicStreamSender.on_reset_delivery",
+                "QuicStreamReceiver.handle_reset",
+                "QuicConnection._handle_reset_stream_frame",
+            ),
         ),
         Feature(
             "datagram_queue",
@@ -134,28 +165,67 @@ FEATURES: Final[dict[str, Feature]] = {
             "age) until QUIC can send them",
             "every datagram goes straight to aioquic's unbounded queue: a fast sender grows "
             "memory and delays fresh datagrams behind stale ones",
+            relies_on=(
+                "QuicConnection.send_datagram_frame",
+                "QuicConnection._write_datagram_frame",
+            ),
         ),
         Feature(
             "stream_credit",
             "create_*_stream() waits for the peer's QUIC stream credit",
             "streams open at once and aioquic holds their data until credit arrives",
+            relies_on=(
+                "QuicConnection.get_next_available_stream_id",
+                "QuicConnection._get_or_create_stream_for_send",
+            ),
         ),
         Feature(
             "stream_limits",
-            "quic_max_concurrent_bidi/uni_streams set what peers may open (aioquic: 128)",
-            "peers may open aioquic's hard-coded 128 streams of each kind",
+            "quic_max_concurrent_bidi/uni_streams cap the streams a peer may have open at once "
+            "(a denial-of-service bound)",
+            "peers may keep aioquic's own 128 streams of each kind open (before aioquic 1.7: "
+            "no cap at all, the limit doubles as it fills); the configured limits are not in "
+            "force",
+            essential=True,
+            relies_on=("QuicConnection._write_connection_limits", "QuicConnection._stream_limit"),
         ),
         Feature(
             "pacer",
             "a pacer burst sized for event-loop clocks (bulk transfers no longer stall at one "
             "packet per millisecond on uvloop)",
             "aioquic's pacer",
+            relies_on=(
+                "QuicPacketPacer.update_rate",
+                "QuicPacketPacer.next_send_time",
+                "QuicPacketPacer.update_after_send",
+            ),
         ),
         Feature(
             "stream_scheduling",
             "packets are built from the streams that have something to send (data, FIN, "
             "RESET_STREAM, STOP_SENDING) or owe MAX_STREAM_DATA, served round-robin",
             "aioquic visits every open stream for every packet it builds",
+            relies_on=(
+                "QuicConnection._write_application",
+                "QuicConnection._write_stream_frame",
+                "QuicConnection._write_reset_stream_frame",
+                "QuicConnection._write_stop_sending_frame",
+                "QuicConnection._handle_stream_frame",
+                "QuicConnection._handle_reset_stream_frame",
+                "QuicConnection._handle_stop_sending_frame",
+                "QuicConnection._handle_max_stream_data_frame",
+                "QuicConnection._unblock_streams",
+                "QuicConnection._on_max_stream_data_delivery",
+                "QuicConnection.send_stream_data",
+                "QuicConnection.reset_stream",
+                "QuicConnection.stop_stream",
+                "QuicStreamSender.get_frame",
+                "QuicStreamSender.get_reset_frame",
+                "QuicStreamSender.on_data_delivery",
+                "QuicStreamSender.on_reset_delivery",
+                "QuicStreamReceiver.get_stop_frame",
+                "QuicStreamReceiver.on_stop_sending_delivery",
+            ),
         ),
         Feature(
             "frame_table",
@@ -166,6 +236,7 @@ FEATURES: Final[dict[str, Feature]] = {
             "connection_ids",
             "2 active connection ids each way instead of 8 (memory; RFC 9000 minimum)",
             "aioquic issues 8",
+            relies_on=("QuicConnection._replenish_connection_ids",),
         ),
         Feature(
             "tls_release",
@@ -179,22 +250,28 @@ FEATURES: Final[dict[str, Feature]] = {
             "holds nothing, one stateless decoder serves every connection (about 9 KiB per "
             "connection)",
             "aioquic's encoder and decoder with dynamic tables",
+            relies_on=("H3Connection.__init__", "H3Connection._get_local_settings"),
         ),
         Feature(
             "h3_settings",
             "SETTINGS of every WebTransport dialect (draft-02, -07, -15) and "
             "max_field_section_size are announced",
-            "aioquic's own SETTINGS: draft-02 peers only (browsers), no field-size limit",
+            "aioquic's own SETTINGS: draft-02 peers only (browsers, the reference library's "
+            "draft-07/-15 peers cannot connect), no field-size limit",
+            essential=True,
+            relies_on=("H3Connection.__init__", "H3Connection._get_local_settings"),
         ),
         Feature(
             "early_settings",
             "a server sends its SETTINGS in its first flight (clients CONNECT one RTT earlier)",
             "SETTINGS follow the handshake",
+            relies_on=("QuicConnection._unblock_streams",),
         ),
         Feature(
             "malformed_request",
             "a malformed request resets its stream only (RFC 9114 section 4.1.2)",
             "aioquic closes the whole connection, every session on it included",
+            relies_on=("H3Connection._receive_request_or_push_data",),
         ),
         Feature(
             "stats",
@@ -210,7 +287,7 @@ FEATURES: Final[dict[str, Feature]] = {
             "peer_certificate",
             "server_certificate_hashes (certificate pinning) can be checked",
             "connecting with server_certificate_hashes raises CertificateError (fails closed)",
-            security=True,
+            essential=True,
         ),
         Feature(
             "batch_reads",
@@ -253,14 +330,87 @@ def _has(obj: object, *names: str) -> None:
 
 
 def _params(function: Any, *names: str) -> None:
+    # The parameters after `self` (for a method) must be exactly `names`.
     try:
         found = tuple(inspect.signature(function).parameters)
     except (TypeError, ValueError) as exc:
         raise _Mismatch(f"cannot read the signature of {function!r}") from exc
     _require(
-        found[: len(names)] == names or found[1 : len(names) + 1] == names,
+        found == names or found[1:] == names,
         f"{getattr(function, '__qualname__', function)} takes {found}, expected {names}",
     )
+
+
+_DIGESTS: Final[dict[str, frozenset[str]]] = {
+    name: frozenset(digests.split())
+    for name, digests in {
+        "H3Connection.__init__": "da3483baef3d75bc",
+        "H3Connection._get_local_settings": "0647d791ba4164e3",
+        "H3Connection._receive_request_or_push_data": "00d02bc4fa1dcf43",
+        "QuicConnection._get_or_create_stream_for_send": "01b836b5e1925136",
+        "QuicConnection._handle_max_stream_data_frame": "1a19c4bd664f7659",
+        "QuicConnection._handle_reset_stream_frame": "057c713d49f72a0f",
+        "QuicConnection._handle_stop_sending_frame": "12a823861086e8aa",
+        "QuicConnection._handle_stream_frame": "fd8d5529b4fedf12",
+        "QuicConnection._on_max_stream_data_delivery": "2cf19a67898b6d44",
+        "QuicConnection._replenish_connection_ids": "7c881a3d786155a9",
+        "QuicConnection._stream_limit": "646f7523e4b2472a",
+        "QuicConnection._unblock_streams": "1e2a3ea39f489fd3",
+        "QuicConnection._write_application": "91b6d1ab13657fcb",
+        "QuicConnection._write_connection_limits": "4b836c7e3d9430eb",
+        "QuicConnection._write_datagram_frame": "23561aad76278e50",
+        "QuicConnection._write_reset_stream_frame": "b66d6ca2c9fc0812",
+        "QuicConnection._write_stop_sending_frame": "2fe3517848c3eeac",
+        "QuicConnection._write_stream_frame": "185ecbcb4ec668a9",
+        "QuicConnection._write_stream_limits": "2226cc9b105715c0",
+        "QuicConnection.get_next_available_stream_id": "6a60c140e9b5cb52",
+        "QuicConnection.reset_stream": "b3c15c2278a2a0c1",
+        "QuicConnection.send_datagram_frame": "3914be0e34e64fe1",
+        "QuicConnection.send_stream_data": "959b0f8f1f7e1ad6",
+        "QuicConnection.stop_stream": "de8b1ace9df8c8d1",
+        "QuicPacketPacer.next_send_time": "a6f2839313b763b8",
+        "QuicPacketPacer.update_after_send": "81f7e860e0b2dc65",
+        "QuicPacketPacer.update_rate": "7cc272428d867b4a",
+        # 1.7.0, then 1.7.1 and 1.7.2 (a refactoring; same frames, same offsets).
+        "QuicStreamReceiver.get_stop_frame": "f366cd352ed345bd",
+        "QuicStreamReceiver.handle_reset": "63a1a7ac45107fd7 21dbf3716b72b589",
+        "QuicStreamReceiver.on_stop_sending_delivery": "a8ae491fc738a1b2",
+        "QuicStreamSender.get_frame": "2bb2d011ab86541d eda4aaf6bb98b4c8",
+        "QuicStreamSender.get_reset_frame": "94e882c9179702d1",
+        "QuicStreamSender.on_data_delivery": "86a130bee417acc6",
+        "QuicStreamSender.on_reset_delivery": "264b6039d818b0be",
+        "QuicStreamSender.write": "9ecb465a866c103b",
+    }.items()
+}
+"""Logic digests (`logic_digest`) of the aioquic functions features rely on, in every
+aioquic of the supported range (1.7.0 to 1.7.2). A function whose digest is not
+listed was changed: the features relying on it are switched off."""
+
+
+def _aioquic_function(name: str) -> Any:
+    from aioquic.quic.stream import QuicStreamReceiver, QuicStreamSender
+
+    owners: dict[str, type] = {
+        "H3Connection": H3Connection,
+        "QuicConnection": QuicConnection,
+        "QuicPacketPacer": QuicPacketPacer,
+        "QuicStreamReceiver": QuicStreamReceiver,
+        "QuicStreamSender": QuicStreamSender,
+    }
+    owner, _, attribute = name.partition(".")
+    function = owners[owner].__dict__.get(attribute)
+    _require(function is not None, f"aioquic's {name} is missing")
+    return function
+
+
+def _check_digests(feature: Feature) -> None:
+    for name in feature.relies_on:
+        function = _aioquic_function(name)
+        try:
+            digest = logic_digest(function)
+        except (OSError, TypeError, SyntaxError) as exc:
+            raise _Mismatch(f"cannot read aioquic's {name}: {exc}") from exc
+        _require(digest in _DIGESTS[name], f"aioquic's {name} differs from 1.7's")
 
 
 def _prototype() -> tuple[QuicConnection, QuicStream, H3Connection]:
@@ -282,10 +432,15 @@ def _check(name: str, quic: QuicConnection, stream: QuicStream, h3: H3Connection
         _params(QuicPacketBuilder.start_frame, "frame_type", "capacity", "handler", "handler_args")
     elif name == "send_buffer":
         _has(quic, "_streams")
-        _has(stream.receiver, "_final_size")
+        _require(isinstance(quic._streams, dict), "QuicConnection._streams is not a dict")
+        _has(stream.sender, "_buffer", "buffer_is_empty", "highest_offset")
+        _require(isinstance(stream.sender._buffer, bytearray), "sender._buffer is not a bytearray")
+    elif name == "stream_state":
+        _has(quic, "_streams")
         _require(isinstance(quic._streams, dict), "QuicConnection._streams is not a dict")
         _has(stream.sender, "_buffer", "is_finished")
-        _require(isinstance(stream.sender._buffer, bytearray), "sender._buffer is not a bytearray")
+        _has(stream.receiver, "_final_size")
+        _require(stream.receiver._final_size is None, "receiver._final_size is not None at first")
     elif name == "datagram_queue":
         _has(quic, "_datagrams_pending")
         _require(len(quic._datagrams_pending) == 0, "_datagrams_pending is not a sized queue")
@@ -331,7 +486,7 @@ def _check(name: str, quic: QuicConnection, stream: QuicStream, h3: H3Connection
             "_local_active_connection_id_limit",
             "_configuration",
         )
-        _params(QuicConnectionId, "cid", "sequence_number", "stateless_reset_token")
+        _params(QuicConnectionId, "cid", "sequence_number", "stateless_reset_token", "was_sent")
     elif name == "tls_release":
         _has(quic, "_crypto_buffers", "_is_client", "_session_ticket_handler", "_quic_logger")
         _has(quic, "_cryptos", "_cryptos_initial", "_spaces")
@@ -377,19 +532,44 @@ def _tls_context_class() -> Any:
     return tls.Context(is_client=True)
 
 
+_ENV_ON: Final = frozenset({"", "on", "all", "1"})
+_ENV_OFF: Final = frozenset({"off", "none", "0"})
+
+
+def parse_patch_setting(setting: str) -> set[str]:
+    """Return the features a `PYWEBTRANSPORT_AIOQUIC_PATCHES` value switches off.
+
+    Args:
+        setting: The variable's value: `on` (or empty, `all`, `1`), `off`
+            (`none`, `0`: every optimisation; essential features stay on), or
+            a comma-separated list of feature names.
+
+    Returns:
+        The names switched off.
+
+    Raises:
+        ValueError: An unknown value or feature name (the message lists the valid ones).
+    """
+    value = setting.strip().lower()
+    if value in _ENV_ON:
+        return set()
+    if value in _ENV_OFF:
+        return {name for name, feature in FEATURES.items() if not feature.essential}
+    names = {name.strip() for name in value.split(",") if name.strip()}
+    unknown = sorted(names - FEATURES.keys())
+    if unknown or not names:
+        raise ValueError(
+            f"{_ENV}={setting!r}: unknown feature {', '.join(unknown) or '(none named)'}; "
+            f"use on, off, or a comma-separated list of: {', '.join(sorted(FEATURES))}"
+        )
+    return names
+
+
 def _apply_environment() -> None:
-    setting = os.environ.get(_ENV, "").strip().lower()
-    if not setting or setting in ("on", "all", "1"):
-        return
-    if setting in ("off", "none", "0"):
-        names = {name for name, feature in FEATURES.items() if not feature.security}
-    else:
-        names = {name.strip() for name in setting.split(",")}
-    for name in names:
-        feature = FEATURES.get(name.strip())
-        if feature is not None:
-            feature.enabled = False
-            feature.reason = f"switched off by {_ENV}"
+    for name in parse_patch_setting(os.environ.get(_ENV, "")):
+        feature = FEATURES[name]
+        feature.enabled = False
+        feature.reason = f"switched off by {_ENV}"
 
 
 def _verify() -> None:
@@ -408,6 +588,7 @@ def _verify() -> None:
             if failure:
                 raise _Mismatch(failure)
             _check(feature.name, *prototype)
+            _check_digests(feature)
         except (_Mismatch, AttributeError, TypeError) as exc:
             feature.enabled = False
             feature.reason = str(exc) or type(exc).__name__
@@ -418,8 +599,38 @@ def _verify() -> None:
             f"pywebtransport: aioquic {AIOQUIC_VERSION} differs from the versions this release "
             f"was tested with; switched off: {details}",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=_user_stacklevel(),
         )
+    exposed = [f for f in mismatched if f.essential]
+    if exposed:
+        # Loud, once, from the user's own import: what the server is now open to.
+        warnings.warn(
+            "pywebtransport: SECURITY AND CORRECTNESS: with this aioquic "
+            f"({AIOQUIC_VERSION}) these essential features are OFF: "
+            + "; ".join(f"{f.name}: {f.fallback}" for f in exposed)
+            + ". Install an aioquic of the range pyproject.toml declares (1.7.0 to 1.7.2).",
+            RuntimeWarning,
+            stacklevel=_user_stacklevel(),
+        )
+        for feature in exposed:
+            logger.error("aioquic feature %s is off: %s", feature.name, feature.fallback)
+
+
+def _user_stacklevel() -> int:
+    # The first frame outside pywebtransport and importlib: the user's import line.
+    current = inspect.currentframe()
+    frame = current.f_back if current is not None else None  # the caller of warn()
+    level = 1
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        # warnings.warn does not count importlib's frames (its "internal" ones).
+        internal = "importlib" in filename and "_bootstrap" in filename
+        if not internal:
+            if not str(frame.f_globals.get("__name__", "")).startswith("pywebtransport"):
+                return level
+            level += 1
+        frame = frame.f_back
+    return 2
 
 
 # --------------------------------------------------------------------------- QuicConnection
@@ -1346,12 +1557,31 @@ def reset_final_size(quic: QuicConnection, stream_id: int) -> int | None:
         The final size, or None when unknown (the feature is off, or aioquic has
         already forgotten the stream).
     """
-    if not enabled("send_buffer"):
+    if not enabled("stream_state"):
         return None
     tuned: Any = quic
     stream = tuned._streams.get(stream_id)
     final: int | None = None if stream is None else stream.receiver._final_size
     return final
+
+
+def send_finished(quic: QuicConnection, stream_id: int) -> bool:
+    """Return whether the peer acknowledged a stream's data and FIN (or its reset).
+
+    Args:
+        quic: The connection.
+        stream_id: A stream whose sending half was finished or reset.
+
+    Returns:
+        True once nothing of it can still be lost (aioquic may have forgotten
+        the stream); False while in flight, and always False when the feature
+        is off (a graceful close then waits for its bound).
+    """
+    if not enabled("stream_state"):
+        return False
+    tuned: Any = quic
+    stream = tuned._streams.get(stream_id)
+    return stream is None or bool(stream.sender.is_finished)
 
 
 def send_buffered(quic: QuicConnection, stream_id: int) -> int:
@@ -1378,10 +1608,11 @@ def has_unacked_stream_data(quic: QuicConnection) -> bool:
         quic: The connection.
 
     Returns:
-        True while data is in flight or queued (False when the feature is off).
+        True while data is in flight or queued (always True when the feature
+        is off: a close then waits for its bound).
     """
-    if not enabled("send_buffer"):
-        return False
+    if not enabled("stream_state"):
+        return True
     tuned: Any = quic
     return any(
         stream.sender._buffer and not stream.sender.is_finished
