@@ -44,7 +44,7 @@ from .transport._engine import (
 from .transport._validation import AddressCounter, HandshakeAdmission, HandshakeGate
 from .transport.connection import WebTransportConnection
 from .transport.manager import ConnectionManager, SessionManager
-from .transport.session import WebTransportSession
+from .transport.session import WebTransportSession, ended_by_peer
 
 __all__ = ["SessionHandler", "WebTransportServer"]
 
@@ -425,11 +425,16 @@ class WebTransportServer(EventEmitter):
         except asyncio.CancelledError:
             await session.close(error_code=GOING_AWAY_CODE, reason="server shutting down")
             raise
-        except Exception:
-            logger.exception("session handler for %r failed", session.path)
-            await session.close(
-                error_code=ErrorCodes.APP_INTERNAL_ERROR, reason="internal server error"
-            )
+        except Exception as exc:
+            if not ended_by_peer(session, exc):
+                logger.exception("session handler for %r failed", session.path)
+                await session.close(
+                    error_code=ErrorCodes.APP_INTERNAL_ERROR, reason="internal server error"
+                )
+                return
+            # A closed tab or a vanished client, not a bug of the handler.
+            logger.info("session handler for %r ended: the peer left (%s)", session.path, exc)
+            await session.close()
         else:
             await session.close()
 
@@ -444,9 +449,10 @@ class WebTransportServer(EventEmitter):
 
         Stops accepting sessions (new CONNECTs get 503), sends
         DRAIN_WEBTRANSPORT_SESSION to every session, waits for half the
-        deadline for them to end, closes the rest with the going-away code
-        `ErrorCodes.APP_SERVICE_UNAVAILABLE`, closes every connection, then
-        the socket.
+        deadline for them to end, closes the rest gracefully with the
+        going-away code `ErrorCodes.APP_SERVICE_UNAVAILABLE` (what their
+        streams finished is delivered first, within the deadline), closes
+        every connection, then the socket.
 
         Args:
             timeout: Seconds the whole shutdown may take.
@@ -466,8 +472,18 @@ class WebTransportServer(EventEmitter):
             await _wait_until(
                 lambda: not self._session_manager.sessions(), end - deadline / 2, loop
             )
-        for session in self._session_manager.sessions():
-            await session.close(error_code=GOING_AWAY_CODE, reason="server shutting down")
+        # Concurrently, within what is left of the deadline: each close waits for
+        # the session's finished streams to be acknowledged.
+        remaining = max(0.0, end - loop.time())
+        await asyncio.gather(
+            *(
+                session.close(
+                    error_code=GOING_AWAY_CODE, reason="server shutting down", timeout=remaining
+                )
+                for session in self._session_manager.sessions()
+            ),
+            return_exceptions=True,
+        )
         for task in list(self._tasks):
             task.cancel()
         connections = self._connection_manager.connections()

@@ -19,6 +19,7 @@ from pywebtransport.shared.constants import (
 from pywebtransport.shared.exceptions import StreamError
 from pywebtransport.shared.types import SessionState
 from pywebtransport.shared.utils import CertificateInfo
+from pywebtransport.transport import _aioquic
 from pywebtransport.transport._core.capsules import decode_capsules, encode_capsule
 from pywebtransport.transport._core.codes import http3_to_wt_error, wt_to_http3_error
 from pywebtransport.transport._core.dialects import DRAFT02, DRAFT15, Limits
@@ -578,14 +579,17 @@ def test_a_stream_reset_before_its_header_gives_back_session_credit(
     pair.assert_alive(session_id)
 
 
-@pytest.mark.aioquic_patch("send_buffer")
+@pytest.mark.parametrize("stream_state", [True, False], ids=["final_size", "fallback"])
 @pytest.mark.parametrize("ending", ["peer_reset", "stopped_by_reader"])
 def test_data_of_streams_that_end_unread_gives_back_session_credit(
-    certificate: CertificateInfo, ending: str
+    certificate: CertificateInfo, ending: str, stream_state: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """draft-15: bytes sent on a stream that is reset, or stopped by its reader, before
     they are read still count against the session's data credit on the sender's side;
-    the receiver counts them as read, up to the final size of the reset."""
+    the receiver counts them as read, up to the final size of the reset. Without the
+    final size (the `stream_state` feature off) it gives back a whole window instead:
+    looser, never starved."""
+    monkeypatch.setattr(_aioquic.FEATURES["stream_state"], "enabled", stream_state)
     limits = Limits(max_sessions=1, initial_max_data=8192, flow_control_window=8192)
     pair = Pair(certificate, limits=limits)
     session_id = pair.open_session(dialect=DRAFT15)

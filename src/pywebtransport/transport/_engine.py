@@ -932,15 +932,61 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         Args:
             timeout: The bound.
         """
-        end = self.loop.time() + timeout
-        while self.state is not ConnectionState.CLOSED and self.loop.time() < end:
+        quic = self.quic
+        await self._wait_for_peer(
+            lambda: not _aioquic.has_unacked_stream_data(quic), self.loop.time() + timeout
+        )
+
+    async def _wait_for_peer(self, done: Callable[[], bool], end: float) -> bool:
+        # Transmit, then re-check after every received datagram, until `done()`
+        # holds, the connection ends or the loop clock passes `end`.
+        while self.state is not ConnectionState.CLOSED:
             self.transmit()
-            if not _aioquic.has_unacked_stream_data(self.quic):
-                return
+            if done():
+                return True
+            if self.loop.time() >= end:
+                return False
             future = self.wait_stream_credit()  # woken by the next received datagram
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, end - self.loop.time())):
                     await future
+        return done()
+
+    async def finish_sessions(
+        self, closes: list[tuple[SessionRecord, int, str]], timeout: float
+    ) -> None:
+        """Close sessions gracefully: what their streams finished reaches the peer first.
+
+        Each session stops opening streams and sending datagrams (CLOSING);
+        then, until the peer acknowledged every stream this side finished
+        (data and FIN), or `timeout` seconds passed, or the peer closed the
+        session or the connection, nothing more happens; then the close
+        capsule and FIN go out and the streams still open are reset (draft
+        section 6). Cancelling the caller closes at once.
+
+        Args:
+            closes: (session, application error code, reason) of each session.
+            timeout: Longest wait for the acknowledgements, in seconds.
+        """
+        core = self.core
+        waiting = [session for session, _, _ in closes if core.begin_close(session)]
+        try:
+            if waiting:
+                delivered = await self._wait_for_peer(
+                    lambda: all(core.writes_delivered(s) for s in waiting),
+                    self.loop.time() + timeout,
+                )
+                if not delivered:
+                    logger.info(
+                        "sessions %s: finished streams not acknowledged within %.3gs; "
+                        "closing anyway (their readers see WT_SESSION_GONE)",
+                        ", ".join(str(s.session_id) for s in waiting if not s.is_closed),
+                        timeout,
+                    )
+        finally:
+            for session, code, reason in closes:
+                core.close_session(session, code, reason)
+            self.after_command()
 
     def abort(
         self,

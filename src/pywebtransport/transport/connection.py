@@ -274,15 +274,25 @@ class WebTransportConnection:
 
     # ------------------------------------------------------------------ closing
 
-    async def close(self, error_code: int = 0, reason: str = "", *, linger: float = 0.0) -> None:
-        """Close the QUIC connection and with it every session.
+    async def close(
+        self,
+        error_code: int = 0,
+        reason: str = "",
+        *,
+        linger: float = 0.0,
+        timeout: float | None = None,
+    ) -> None:
+        """Close the QUIC connection gracefully, and with it every session.
 
-        Sessions get their close capsule; queued stream data, the capsules
-        included, is flushed until the peer acknowledged it (one round trip
-        plus the peer's ACK delay; at most half of `close_timeout`); then,
-        after `linger`, CONNECTION_CLOSE is sent and this returns. The QUIC
-        closing period runs on in the background and frees the socket when it
-        ends.
+        Every open session is closed as `WebTransportSession.close()` does:
+        first the peer acknowledges every stream this side finished (its data
+        and FIN), then each session's close capsule leaves and its unfinished
+        streams are reset. Queued stream data, the capsules included, is then
+        flushed until the peer acknowledged it (one round trip plus the
+        peer's ACK delay; at most half of `timeout`); then, after `linger`,
+        CONNECTION_CLOSE is sent and this returns. The QUIC closing period
+        runs on in the background and frees the socket when it ends. For an
+        immediate close, see `abort()`.
 
         Args:
             error_code: QUIC application error code.
@@ -293,18 +303,18 @@ class WebTransportConnection:
                 CONNECTION_CLOSE read before that task runs turns the clean
                 close into "Connection lost" there. The server's graceful
                 shutdown lingers 50 ms.
+            timeout: Longest wait for the sessions' finished streams to be
+                acknowledged, in seconds (default: the config's `close_timeout`).
         """
         engine = self._engine
         if engine.state is ConnectionState.CLOSED:
             return
         if engine.state is not ConnectionState.CLOSING:
             engine.state = ConnectionState.CLOSING
-            core = engine.core
-            for record in list(core.sessions.values()):
-                if record.is_established:
-                    core.close_session(record, 0, reason)
-            engine.after_command()
-            await engine.flush_streams(engine.config.close_timeout / 2)
+            wait = engine.config.close_timeout if timeout is None else timeout
+            closes = [(r, 0, reason) for r in engine.core.sessions.values() if r.is_open]
+            await engine.finish_sessions(closes, wait)
+            await engine.flush_streams(wait / 2)
             if linger > 0 and engine.state is not ConnectionState.CLOSED:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(engine.terminated), linger)

@@ -165,12 +165,14 @@ class _ResourceManager(Generic[K, R]):
         resources = list(self._resources.values())
         self._resources.clear()
         self._total_closed += len(resources)
-        for resource in resources:
-            if not resource.is_closed:
-                try:
-                    await self._close(resource)
-                except Exception:
-                    logger.exception("closing %r failed during shutdown", resource)
+        # Concurrently: each graceful close may wait for its peer's acknowledgements.
+        open_resources = [resource for resource in resources if not resource.is_closed]
+        results = await asyncio.gather(
+            *(self._close(resource) for resource in open_resources), return_exceptions=True
+        )
+        for resource, result in zip(open_resources, results, strict=True):
+            if isinstance(result, Exception):
+                logger.error("closing %r failed during shutdown", resource, exc_info=result)
 
     async def __aenter__(self) -> _ResourceManager[K, R]:
         if self._cleanup_task is None:

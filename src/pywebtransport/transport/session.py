@@ -23,7 +23,14 @@ from ..shared.constants import (
     CAPSULE_WT_STREAMS_BLOCKED_UNI,
 )
 from ..shared.events import EventEmitter, EventType
-from ..shared.exceptions import DatagramError, SessionClosedError, TimeoutError
+from ..shared.exceptions import (
+    DatagramError,
+    SessionClosedError,
+    SessionError,
+    StreamError,
+    TimeoutError,
+    WebTransportError,
+)
 from ..shared.types import Address, Buffer, Headers, SessionState
 from . import _aioquic
 from ._core import events as pe
@@ -35,7 +42,7 @@ if TYPE_CHECKING:
     from ._engine import ConnectionEngine
     from .connection import WebTransportConnection
 
-__all__ = ["SessionCloseInfo", "WebTransportSession"]
+__all__ = ["SessionCloseInfo", "WebTransportSession", "ended_by_peer"]
 
 logger = logging.getLogger("pywebtransport.session")
 
@@ -324,14 +331,47 @@ class WebTransportSession:
         except builtins.TimeoutError as exc:
             raise TimeoutError("session did not become ready in time", operation="ready") from exc
 
-    async def close(self, error_code: int = 0, reason: str | None = None) -> None:
-        """Close the session: CLOSE_WEBTRANSPORT_SESSION capsule, FIN, streams reset.
+    async def close(
+        self, error_code: int = 0, reason: str | None = None, *, timeout: float | None = None
+    ) -> None:
+        """Close the session gracefully: what was written reaches the peer first.
 
-        Idempotent, and it does not wait for the peer: the capsule is queued
-        (and sent at once) and the session is closed when this returns. Streams
-        whose data was fully written (FIN sent) are not reset, so data written
-        before `close()` still reaches the peer. A session not established yet
-        is cancelled instead (a server answers 500).
+        The session stops opening streams and sending datagrams at once. Then
+        this waits until the peer has acknowledged every stream this side
+        finished (`write(..., end_stream=True)` or `close()` of a stream): its
+        data and its FIN, so the peer's reader gets all of it. Then the
+        CLOSE_WEBTRANSPORT_SESSION capsule and the CONNECT stream's FIN go
+        out, and streams still open (not finished by this side) are reset
+        with `WT_SESSION_GONE`; the peer does the same to its own. The wait
+        ends early when the peer closes the session or the connection; after
+        `timeout` the close goes ahead and the peer's readers of streams still
+        in flight get a `StreamError`. For an immediate close, see `abort()`.
+
+        Idempotent: a second call waits for the first to finish. A session not
+        established yet is cancelled instead (a server answers 500).
+
+        Args:
+            error_code: Application error code (0..2**32-1) the peer sees.
+            reason: Reason text the peer sees (cut to 1024 UTF-8 bytes).
+            timeout: Longest wait for the peer's acknowledgements, in seconds
+                (default: the config's `close_timeout`).
+        """
+        rec = self._rec
+        if rec.is_closed:
+            return
+        if rec.state is SessionState.CLOSING:
+            await self.wait_closed()
+            return
+        wait = self._config.close_timeout if timeout is None else timeout
+        await self._engine.finish_sessions([(rec, error_code, reason or "")], wait)
+
+    def abort(self, error_code: int = 0, reason: str | None = None) -> None:
+        """Close the session now, without waiting for written data to arrive.
+
+        The close capsule is queued and sent at once and the streams this side
+        has not finished are reset (`WT_SESSION_GONE`). The peer stops reading
+        every stream whose data has not all arrived when it reads the capsule,
+        finished ones included: their readers get a `StreamError`. Idempotent.
 
         Args:
             error_code: Application error code (0..2**32-1) the peer sees.
@@ -721,6 +761,29 @@ class WebTransportSession:
 
 
 # --------------------------------------------------------------------------- engine side
+
+
+def ended_by_peer(session: WebTransportSession, exc: BaseException) -> bool:
+    """Return whether `exc` only reports that the peer left or gave up.
+
+    True for an error of this library that the peer caused (a stream it
+    reset or stopped, a session it closed) or that the session's end by the
+    peer or by a vanished connection caused. Such an error ending a handler
+    is no bug of the handler: a closed browser tab looks like this.
+
+    Args:
+        session: The session the handler served.
+        exc: What the handler raised.
+
+    Returns:
+        The answer.
+    """
+    if not isinstance(exc, WebTransportError) or isinstance(exc, TimeoutError):
+        return False
+    if exc.remote:
+        return True
+    info = session.close_info
+    return info is not None and info.remote and isinstance(exc, StreamError | SessionError)
 
 
 def _emitter(rec: SessionRecord | StreamRecord, event_type: EventType) -> EventEmitter | None:

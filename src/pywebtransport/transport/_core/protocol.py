@@ -87,6 +87,11 @@ _MAX_UNREAD: Final = 1024
 """Stopped streams whose final size is awaited (older ones are given up on)."""
 _DATAGRAM_BUDGET: Final = 256
 """Datagrams handed to QUIC ahead of what it sent; the rest wait in session queues."""
+_UNACKED_PRUNE: Final = 64
+"""Finished streams awaiting their acknowledgement before the acknowledged ones are
+dropped from the list (then twice what is left): amortised O(1) per stream."""
+_MAX_QUARTER_STREAM_ID: Final = 1 << 60
+"""RFC 9297 section 2.1: a datagram's quarter stream id is below 2**60."""
 
 
 @dataclass(slots=True)
@@ -151,6 +156,8 @@ class WebTransportProtocol:
         "_refused",
         "_settings_seen",
         "_stream_window",
+        "_unacked",
+        "_unacked_prune_at",
         "_unread",
         "datagram_high_water_mark",
         "datagram_max_age",
@@ -225,6 +232,10 @@ class WebTransportProtocol:
         """CONNECT streams whose peer sent CLOSE_WEBTRANSPORT_SESSION and has not finished."""
         self._unread: dict[int, tuple[SessionRecord, int, int]] = {}
         """Streams we stopped reading: session, header size, bytes counted as read."""
+        self._unacked: dict[int, SessionRecord] = {}
+        """Streams this side finished and forgot whose FIN the peer has not acknowledged
+        yet (a graceful close waits for them): stream id -> session."""
+        self._unacked_prune_at = _UNACKED_PRUNE
 
     # ------------------------------------------------------------------ queries
 
@@ -289,7 +300,7 @@ class WebTransportProtocol:
         first = data[0] if data else 0xFF
         if first < 0x40:  # one-byte quarter stream id: session ids below 256
             session = self.sessions.get(first * 4)
-            if session is not None and session.is_established:
+            if session is not None and session.is_open:
                 return session, data[1:]
             return None
         head = decode_varint(data, 0)
@@ -297,8 +308,12 @@ class WebTransportProtocol:
             self._connection_error(ErrorCodes.H3_DATAGRAM_ERROR, "malformed datagram")
             return None
         quarter, pos = head
+        if quarter >= _MAX_QUARTER_STREAM_ID:
+            # RFC 9297 section 2.1: no stream id can be this large.
+            self._connection_error(ErrorCodes.H3_DATAGRAM_ERROR, "quarter stream id >= 2**60")
+            return None
         session = self.sessions.get(quarter * 4)
-        if session is None or not session.is_established:
+        if session is None or not session.is_open:
             return None
         return session, data[pos:]
 
@@ -392,7 +407,7 @@ class WebTransportProtocol:
         header_size: int,
     ) -> None:
         session = self.sessions.get(session_id)
-        if session is not None and session.is_established:
+        if session is not None and session.is_open:
             self._deliver(session, stream_id, unidirectional, data, fin, header_size)
             return
         if session is None and self._session_ended(session_id):
@@ -794,7 +809,7 @@ class WebTransportProtocol:
         # stream credit (draft-15), which no one could otherwise give back. With
         # a single session on the connection it can only be that session's.
         flow_sessions = [s for s in self.sessions.values() if s.flow is not None]
-        if len(flow_sessions) != 1 or not flow_sessions[0].is_established:
+        if len(flow_sessions) != 1 or not flow_sessions[0].is_open:
             return
         session = flow_sessions[0]
         flow = session.flow
@@ -858,6 +873,16 @@ class WebTransportProtocol:
             return
         session = rec.session
         session.streams.pop(stream_id, None)
+        if (
+            rec.fin_sent
+            and rec.write_error is None
+            and not session.is_closed
+            and _aioquic.enabled("stream_state")
+            and not _aioquic.send_finished(self.quic, stream_id)
+        ):
+            self._unacked[stream_id] = session
+            if len(self._unacked) > self._unacked_prune_at:
+                self._prune_unacked()
         _aioquic.forget_stream_window(self.quic, stream_id)
         self._events.append(StreamClosed(rec))
         flow = session.flow
@@ -897,6 +922,20 @@ class WebTransportProtocol:
             return b""
         return None
 
+    def put_back(self, rec: StreamRecord, data: bytes) -> None:
+        """Put bytes taken by `read` back in front of a stream's buffer.
+
+        The credit their reading granted stays granted: at most what one
+        read took is buffered beyond the window.
+
+        Args:
+            rec: The stream.
+            data: The bytes, as `read` returned them (or their tail).
+        """
+        if data:
+            rec.chunks.appendleft(data)
+            rec.buffered += len(data)
+
     def _release_unread(
         self, session: SessionRecord, stream_id: int, header_size: int, counted: int
     ) -> None:
@@ -905,8 +944,12 @@ class WebTransportProtocol:
         if session.flow is None or session.is_closed:
             return
         final = _aioquic.reset_final_size(self.quic, stream_id)
-        if final is not None:
-            self._count_read(session, final - header_size - counted)
+        if final is None:
+            # Unknown (aioquic's internals differ): the peer sent at most what its
+            # stream window allowed. Giving that back may over-credit by one
+            # window, never starve the session.
+            final = header_size + counted + self._stream_window
+        self._count_read(session, final - header_size - counted)
 
     def _count_read(self, session: SessionRecord, count: int) -> None:
         flow = session.flow
@@ -1115,13 +1158,71 @@ class WebTransportProtocol:
         """
         self._close(session, error_code, reason, by_peer=False, clean=True)
 
+    def begin_close(self, session: SessionRecord) -> bool:
+        """Start a graceful close: no new streams or datagrams, written data goes on.
+
+        The session moves to CLOSING. Its streams keep sending what was
+        written; `writes_delivered` tells when the peer has all of it, and
+        `close_session` then sends the close capsule (draft section 6: a peer
+        resets and stops every stream of a session it learns is closed, so
+        data still in flight then would be lost).
+
+        Args:
+            session: The session.
+
+        Returns:
+            True when the session is closing (now or already) and there may be
+            something to wait for; False when `close_session` may follow at
+            once (not established yet, or closed).
+        """
+        if session.state is SessionState.CLOSING:
+            return True
+        if not session.is_established:
+            return False
+        session.move(SessionMove.FINISH)
+        return True
+
+    def writes_delivered(self, session: SessionRecord) -> bool:
+        """Return whether the peer acknowledged every stream this side finished.
+
+        A stream counts once its FIN was acknowledged, or once it was reset or
+        stopped (its writer was told). Streams still being written (no FIN)
+        are not waited for: the close resets them.
+
+        Args:
+            session: The session.
+
+        Returns:
+            The answer (always True for a session no longer open).
+        """
+        if not session.is_open:
+            return True
+        if not _aioquic.enabled("stream_state"):
+            return False  # unknowable: the close waits for its bound
+        quic = self.quic
+        for rec in session.streams.values():
+            if (
+                rec.fin_sent
+                and rec.write_error is None
+                and not _aioquic.send_finished(quic, rec.stream_id)
+            ):
+                return False
+        self._prune_unacked()
+        return session not in self._unacked.values()
+
+    def _prune_unacked(self) -> None:
+        quic = self.quic
+        for stream_id in [i for i in self._unacked if _aioquic.send_finished(quic, i)]:
+            del self._unacked[stream_id]
+        self._unacked_prune_at = max(_UNACKED_PRUNE, 2 * len(self._unacked))
+
     def _close(
         self, session: SessionRecord, code: int, reason: str, *, by_peer: bool, clean: bool
     ) -> None:
         if session.is_closed:
             return
         sid = session.session_id
-        if session.is_established:
+        if session.is_open:
             if not session.fin_sent:
                 encoded = reason.encode("utf-8")[:MAX_CLOSE_REASON_BYTES]
                 encoded = encoded.decode("utf-8", "ignore").encode("utf-8")
@@ -1194,14 +1295,24 @@ class WebTransportProtocol:
                 if rec.readable and not rec.read_done and not rec.fin_received:
                     self._safe_stop(rec.stream_id, ErrorCodes.WT_SESSION_GONE)
                     self._refused[rec.stream_id] = None
-            rec.read_done = True
-            if rec.read_error is None and not (rec.fin_received and rec.buffered == 0):
-                rec.read_error = error
+            # A stream whose FIN arrived holds all its data: the reader still gets
+            # it. Nothing is left to abort on the wire (its receiving half is
+            # complete), so this departs from the draft's "abort reading" only
+            # locally, and it is what makes write-then-close deliver.
+            if not rec.fin_received:
+                rec.read_done = True
+                if rec.read_error is None:
+                    rec.read_error = error
+            elif rec.buffered == 0:
+                rec.read_done = True
             if rec.write_error is None and not rec.fin_sent:
                 rec.write_error = error
             rec.write_done = True
             self._forget(rec)
         self._drop_held(sid, ErrorCodes.WT_SESSION_GONE)
+        if self._unacked:
+            for stream_id in [i for i, s in self._unacked.items() if s is session]:
+                del self._unacked[stream_id]
         self._datagram_backlog.pop(sid, None)
         session.outgoing = None
         del self.sessions[sid]

@@ -35,6 +35,7 @@ class SessionMove(enum.Enum):
 
     ESTABLISH = "establish"
     DRAIN = "drain"
+    FINISH = "finish"
     CLOSE = "close"
 
 
@@ -45,10 +46,16 @@ SESSION_TRANSITIONS: Final[dict[SessionState, dict[SessionMove, SessionState]]] 
     },
     SessionState.CONNECTED: {
         SessionMove.DRAIN: SessionState.DRAINING,
+        SessionMove.FINISH: SessionState.CLOSING,
         SessionMove.CLOSE: SessionState.CLOSED,
     },
     SessionState.DRAINING: {
         SessionMove.DRAIN: SessionState.DRAINING,
+        SessionMove.FINISH: SessionState.CLOSING,
+        SessionMove.CLOSE: SessionState.CLOSED,
+    },
+    SessionState.CLOSING: {
+        SessionMove.DRAIN: SessionState.CLOSING,
         SessionMove.CLOSE: SessionState.CLOSED,
     },
     SessionState.CLOSED: {},
@@ -179,6 +186,15 @@ class SessionRecord:
     def is_established(self) -> bool:
         """True while the session is connected or draining."""
         return self.state is SessionState.CONNECTED or self.state is SessionState.DRAINING
+
+    @property
+    def is_open(self) -> bool:
+        """True while the session carries data: established, or closing gracefully.
+
+        A closing session no longer opens streams or sends datagrams, but its
+        streams still deliver what was written and it still receives.
+        """
+        return self.is_established or self.state is SessionState.CLOSING
 
     @property
     def is_closed(self) -> bool:
