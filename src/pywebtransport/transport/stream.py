@@ -271,6 +271,11 @@ class WebTransportReceiveStream(_StreamBase):
     async def readexactly(self, n: int) -> bytes:
         """Read exactly `n` bytes.
 
+        Works for any `n`, also larger than the stream's receive window: the
+        bytes are taken in steps as they arrive, so the peer keeps getting
+        credit. Waits (each step within `read_timeout`) until `n` bytes
+        arrived or the stream ended.
+
         Args:
             n: Number of bytes.
 
@@ -279,57 +284,68 @@ class WebTransportReceiveStream(_StreamBase):
 
         Raises:
             asyncio.IncompleteReadError: The stream ended first (`.partial` has what came).
-            StreamError: The stream was reset.
+            StreamError: The stream was reset, or its session or connection closed.
+            TimeoutError: A step waited longer than `read_timeout`.
         """
         if n < 0:
             raise ValueError("readexactly() needs n >= 0")
         rec = self._rec
-        while rec.buffered < n:
-            if rec.read_error is not None and not rec.buffered:
-                raise rec.read_error
-            if rec.fin_received or rec.read_error is not None:
-                partial = self._take(-1) if rec.buffered else b""
-                raise asyncio.IncompleteReadError(partial or b"", n)
-            await self._wait_readable()
-        return (self._take(n) or b"") if n else b""
+        if rec.buffered >= n:
+            return (self._take(n) or b"") if n else b""
+        parts: list[bytes] = []
+        missing = n
+        while missing:
+            chunk = await self.read(missing)
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"".join(parts), n)
+            parts.append(chunk)
+            missing -= len(chunk)
+        return b"".join(parts)
 
     async def readuntil(self, separator: bytes = b"\n", limit: int = -1) -> bytes:
         """Read up to and including `separator`.
 
+        Works for any `limit`, also larger than the stream's receive window:
+        bytes are taken as they arrive (the peer keeps getting credit) and
+        what follows the separator stays buffered for the next read.
+
         Args:
             separator: The byte sequence to stop after.
-            limit: Most bytes to buffer while searching; negative means 64 KiB.
+            limit: Most bytes to take while searching; negative means 64 KiB.
 
         Returns:
             The data including the separator.
 
         Raises:
             asyncio.IncompleteReadError: The stream ended before the separator.
-            StreamError: The separator was not found within `limit` bytes, or a reset.
+            StreamError: The separator was not found within `limit` bytes, or
+                the stream was reset, or its session or connection closed.
+            TimeoutError: A step waited longer than `read_timeout`.
         """
         if not separator:
             raise ValueError("separator must not be empty")
         rec = self._rec
         bound = limit if limit > 0 else 65536
-        searched = 0
+        taken = bytearray()
         while True:
             if rec.buffered:
-                joined = rec.contiguous()
-                index = joined.find(separator, max(0, searched - len(separator) + 1))
+                searched = max(0, len(taken) - len(separator) + 1)
+                taken += self._take(max(1, bound + len(separator) - len(taken))) or b""
+                index = taken.find(separator, searched)
                 if index >= 0:
                     end = index + len(separator)
-                    if end > bound:
-                        break
-                    return self._take(end) or b""
-                searched = len(joined)
-                if searched > bound:
+                    if end <= bound:
+                        self._engine.core.put_back(rec, bytes(taken[end:]))
+                        return bytes(taken[:end])
+                    break
+                if len(taken) > bound:
                     break
             if rec.read_error is not None:
                 raise rec.read_error
             if rec.fin_received:
-                partial = self._take(-1) if rec.buffered else b""
-                raise asyncio.IncompleteReadError(partial or b"", None)
+                raise asyncio.IncompleteReadError(bytes(taken), None)
             await self._wait_readable()
+        self._engine.core.put_back(rec, bytes(taken))
         raise StreamError(
             f"separator not found within {bound} bytes on stream {rec.stream_id}",
             stream_id=rec.stream_id,
