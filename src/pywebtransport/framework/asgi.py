@@ -70,7 +70,7 @@ from ..shared.exceptions import (
     TimeoutError,
 )
 from ..shared.types import SessionState
-from ..transport.session import WebTransportSession
+from ..transport.session import WebTransportSession, ended_by_peer
 from ..transport.stream import (
     WebTransportReceiveStream,
     WebTransportSendStream,
@@ -700,7 +700,10 @@ class ASGIAdapter:
         task = runner.task
         assert task is not None
         exc = None if task.cancelled() else task.exception()
-        failed = exc is not None and not (isinstance(exc, SessionClosedError) and session.is_closed)
+        failed = exc is not None and not (
+            ended_by_peer(session, exc)
+            or (isinstance(exc, SessionClosedError) and session.is_closed)
+        )
         if failed:
             logger.error("ASGI app for %r failed", session.path, exc_info=exc)
         self._ended[session] = failed
@@ -724,7 +727,10 @@ class ASGIAdapter:
         try:
             await asyncio.shield(task)
         except Exception as exc:
-            if not (isinstance(exc, SessionClosedError) and session.is_closed):
+            if not (
+                ended_by_peer(session, exc)
+                or (isinstance(exc, SessionClosedError) and session.is_closed)
+            ):
                 logger.exception("ASGI app for %r failed", session.path)
             await session.reject(status_code=500)  # a no-op once decided or closed
         await session.reject(status_code=_REFUSED_BY_DEFAULT)  # returned without deciding

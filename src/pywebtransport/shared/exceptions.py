@@ -87,11 +87,36 @@ _RETRIABLE_ERROR_CODES = frozenset(
 _CAMEL_BOUNDARY = re.compile(r"(?<!^)(?=[A-Z])")
 
 
+def error_code_name(code: int) -> str | None:
+    """Return the name of a protocol or library error code, where it has one.
+
+    Only codes that mean the same wherever they appear are named: HTTP/3
+    (0x33 and from 0x100), QPACK, WebTransport, and this library's `APP_*`
+    and `LIB_*` codes. QUIC transport codes below 0x100 are not, because the
+    same small numbers are also applications' own codes.
+
+    Args:
+        code: The numeric code.
+
+    Returns:
+        The `ErrorCodes` name (e.g. `"WT_SESSION_GONE"`), or None.
+    """
+    if code < 0x100 and code != ErrorCodes.H3_DATAGRAM_ERROR:
+        return None
+    try:
+        name = ErrorCodes(code).name
+    except ValueError:
+        return None
+    return None if name.endswith(("_FIRST", "_LAST")) else name
+
+
 class WebTransportError(Exception):
     """Root of every pywebtransport exception.
 
     `str()` of an error is its message, followed by the code when one was
-    passed explicitly (a class default is not repeated there).
+    passed explicitly (a class default is not repeated there), with its name
+    where it has one: `(error code 0x170d7b68
+    WT_SESSION_GONE)`.
 
     Args:
         message: What went wrong and, where possible, what to do about it.
@@ -129,7 +154,10 @@ class WebTransportError(Exception):
     def __str__(self) -> str:
         if not self._code_given:
             return self.message
-        return f"{self.message} (error code {self.error_code:#x})"
+        name = error_code_name(self.error_code)
+        if name is None:
+            return f"{self.message} (error code {self.error_code:#x})"
+        return f"{self.message} (error code {self.error_code:#x} {name})"
 
     @classmethod
     def from_cause(
