@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import selectors
 import socket
 from collections.abc import Callable, Coroutine
@@ -68,6 +69,11 @@ class SimNetwork:
         self.hosts: dict[Address, _MemoryTransport] = {}
         self.drop: DropFilter | None = None
         """Called for each datagram (data, source, destination); True drops it."""
+        self.jitter = 0.0
+        """Extra random delay of each datagram, up to this many seconds; datagrams
+        may then overtake each other (reordering)."""
+        self.rng = random.Random(0)
+        """The randomness of `jitter` (seed it for a reproducible run)."""
         self.sent = 0
         self.dropped = 0
         self._next_port = 40000
@@ -97,9 +103,12 @@ class SimNetwork:
             self.dropped += 1
             return
         destination = (str(destination[0]), int(destination[1]))
-        # In order on each link: timers of equal deadlines have no fixed order.
         link = (source, destination)
-        when = max(self.loop.time() + self.delay, self._last.get(link, 0.0) + 1e-9)
+        if self.jitter > 0:
+            when = self.loop.time() + self.delay + self.rng.uniform(0, self.jitter)
+        else:
+            # In order on each link: timers of equal deadlines have no fixed order.
+            when = max(self.loop.time() + self.delay, self._last.get(link, 0.0) + 1e-9)
         self._last[link] = when
         self.loop.call_at(when, self._deliver, bytes(data), source, destination)
 

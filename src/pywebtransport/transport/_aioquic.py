@@ -75,6 +75,7 @@ __all__ = [
     "selector_socket",
     "send_buffered",
     "send_finished",
+    "sent_offset",
     "set_stream_window",
     "stats",
 ]
@@ -147,14 +148,18 @@ FEATURES: Final[dict[str, Feature]] = {
             "stream_state",
             "a graceful close waits until the peer acknowledged every finished stream and "
             "queued data before the close capsule and CONNECTION_CLOSE; draft-15 session "
-            "credit of a stream reset unread is given back up to its final size",
+            "credit of a stream reset unread is given back up to its final size, and data "
+            "queued behind a reset of ours stops counting against the peer's credit",
             "a graceful close waits its whole close_timeout (unless the peer closes first); a "
             "stream reset unread gives back up to its receive window (session data limits "
-            "loosen by at most one window per such stream)",
+            "loosen by at most one window per such stream); data queued behind a reset of "
+            "ours keeps counting against the peer's session credit",
             essential=True,
             relies_on=(
                 "QuicStreamSender.on_data_delivery",
                 "QuicStreamSender.on_reset_delivery",
+                "QuicStreamSender.get_frame",
+                "QuicStreamSender.get_reset_frame",
                 "QuicStreamReceiver.handle_reset",
                 "QuicConnection._handle_reset_stream_frame",
             ),
@@ -438,7 +443,7 @@ def _check(name: str, quic: QuicConnection, stream: QuicStream, h3: H3Connection
     elif name == "stream_state":
         _has(quic, "_streams")
         _require(isinstance(quic._streams, dict), "QuicConnection._streams is not a dict")
-        _has(stream.sender, "_buffer", "is_finished")
+        _has(stream.sender, "_buffer", "is_finished", "highest_offset")
         _has(stream.receiver, "_final_size")
         _require(stream.receiver._final_size is None, "receiver._final_size is not None at first")
     elif name == "datagram_queue":
@@ -1563,6 +1568,24 @@ def reset_final_size(quic: QuicConnection, stream_id: int) -> int | None:
     stream = tuned._streams.get(stream_id)
     final: int | None = None if stream is None else stream.receiver._final_size
     return final
+
+
+def sent_offset(quic: QuicConnection, stream_id: int) -> int | None:
+    """Return how far a stream's data has left (the final size, once it is reset).
+
+    Args:
+        quic: The connection.
+        stream_id: A stream this side sends on.
+
+    Returns:
+        The highest stream offset sent, or None when unknown (the feature is
+        off, or aioquic has already forgotten the stream).
+    """
+    if not enabled("stream_state"):
+        return None
+    tuned: Any = quic
+    stream = tuned._streams.get(stream_id)
+    return None if stream is None else int(stream.sender.highest_offset)
 
 
 def send_finished(quic: QuicConnection, stream_id: int) -> bool:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from ..shared.events import EventEmitter
 from ..shared.exceptions import StreamError, TimeoutError
 from ..shared.types import Buffer, StreamDirection, StreamState
-from ._core.records import StreamRecord
+from ._core.records import StreamRecord, fresh
 
 if TYPE_CHECKING:
     from ._engine import ConnectionEngine
@@ -341,7 +341,7 @@ class WebTransportReceiveStream(_StreamBase):
                 if len(taken) > bound:
                     break
             if rec.read_error is not None:
-                raise rec.read_error
+                raise fresh(rec.read_error)
             if rec.fin_received:
                 raise asyncio.IncompleteReadError(bytes(taken), None)
             await self._wait_readable()
@@ -500,7 +500,7 @@ class WebTransportSendStream(_StreamBase):
         engine = self._engine
         while engine.send_buffered(rec) > threshold:
             if rec.write_error is not None:
-                raise rec.write_error
+                raise fresh(rec.write_error)
             waiter = engine.wait_writable(rec)
             if timeout is None:
                 await waiter
@@ -515,7 +515,7 @@ class WebTransportSendStream(_StreamBase):
                     operation="write",
                 ) from exc
         if rec.write_error is not None:
-            raise rec.write_error
+            raise fresh(rec.write_error)
 
     async def _drain(self) -> None:
         await self._wait_acknowledged(self._high_water // 2, self._write_timeout)

@@ -70,9 +70,16 @@ from .events import (
 )
 from .flow import FLOW_CAPSULES, Capsule, SessionFlow
 from .headers import build_request, build_response, parse_request, parse_response
-from .records import SessionMove, SessionRecord, StreamIds, StreamRecord
+from .records import SessionMove, SessionRecord, StreamIds, StreamRecord, fresh
 
 __all__ = ["WebTransportProtocol"]
+
+
+def _stream_header(rec: StreamRecord) -> bytes:
+    """The header a stream we open starts with: its type (or signal), then its session."""
+    kind = UNI_STREAM_TYPE if rec.unidirectional else BIDI_STREAM_SIGNAL
+    return encode_uint_var(kind) + encode_uint_var(rec.session.session_id)
+
 
 _MAX_HEADER_PEEK: Final = 16
 """A stream header is at most two 8-byte varints; more unparsed bytes is a protocol error."""
@@ -825,6 +832,7 @@ class WebTransportProtocol:
             if not rec.write_done:
                 code = http3_to_wt_error(event.error_code)
                 # aioquic already reset the sending half in answer.
+                self._settle_unsent(rec)
                 self._fail_write(
                     rec,
                     StreamError(
@@ -913,7 +921,7 @@ class WebTransportProtocol:
                     self._forget(rec)
             return data
         if rec.read_error is not None:
-            raise rec.read_error
+            raise fresh(rec.read_error)
         if rec.fin_received:
             if not rec.read_done:
                 rec.read_done = True
@@ -966,6 +974,23 @@ class WebTransportProtocol:
                 _aioquic.set_stream_window(self.quic, rec.stream_id, limit)
                 self.want_transmit = True
 
+    def _settle_unsent(self, rec: StreamRecord) -> None:
+        # Our sending half was reset: the peer counts it up to the final size
+        # (what left), so data queued behind that no longer counts against the
+        # session's credit here either (draft-15). Unknown final size: it keeps
+        # counting (the fallback of `stream_state`).
+        flow = rec.session.flow
+        if flow is None or not rec.queued:
+            return
+        sent = _aioquic.sent_offset(self.quic, rec.stream_id)
+        if sent is None:
+            return
+        header = len(_stream_header(rec)) if rec.local else 0
+        unsent = rec.queued - max(0, sent - header)
+        if unsent > 0:
+            flow.sent -= unsent
+            rec.queued -= unsent
+
     def stop_receiving(self, rec: StreamRecord, error_code: int) -> None:
         """Stop the receiving half (STOP_SENDING) and discard what is buffered.
 
@@ -1016,11 +1041,13 @@ class WebTransportProtocol:
             error = StreamError(
                 f"stream {rec.stream_id} cannot send: {exc}", stream_id=rec.stream_id, remote=True
             )
+            self._settle_unsent(rec)
             self._fail_write(rec, error)
             raise error from exc
         flow = rec.session.flow
         if flow is not None:
             flow.sent += len(data)
+            rec.queued += len(data)
         self.want_transmit = True
         if fin:
             rec.fin_sent = True
@@ -1056,6 +1083,7 @@ class WebTransportProtocol:
         if rec.write_done:
             return
         self._safe_reset(rec.stream_id, wt_to_http3_error(error_code))
+        self._settle_unsent(rec)
         self.want_transmit = True
         rec.reset_sent = True
         self._fail_write(
@@ -1396,13 +1424,10 @@ class WebTransportProtocol:
             )
         quic = self.quic
         stream_id = quic.get_next_available_stream_id(is_unidirectional=unidirectional)
-        kind = UNI_STREAM_TYPE if unidirectional else BIDI_STREAM_SIGNAL
         if session.flow is not None:
             session.flow.opened(unidirectional)
         rec = self._new_stream(session, stream_id, unidirectional=unidirectional, local=True)
-        quic.send_stream_data(
-            stream_id, encode_uint_var(kind) + encode_uint_var(session.session_id)
-        )
+        quic.send_stream_data(stream_id, _stream_header(rec))
         self.want_transmit = True
         return rec
 

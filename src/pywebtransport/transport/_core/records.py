@@ -14,6 +14,7 @@ Session states follow a transition table, as data (h11 style): a move not in
 
 from __future__ import annotations
 
+import copy
 import enum
 import weakref
 from collections import deque
@@ -27,7 +28,32 @@ if TYPE_CHECKING:
     from .flow import SessionFlow
     from .headers import ConnectRequest
 
-__all__ = ["SESSION_TRANSITIONS", "SessionMove", "SessionRecord", "StreamIds", "StreamRecord"]
+__all__ = [
+    "SESSION_TRANSITIONS",
+    "SessionMove",
+    "SessionRecord",
+    "StreamIds",
+    "StreamRecord",
+    "fresh",
+]
+
+
+def fresh(error: StreamError) -> StreamError:
+    """Return a copy of a stored error, to raise.
+
+    A stream keeps the error that ended a half and raises it on every later
+    call. Raising the stored instance itself would chain each traceback onto
+    it, and the frames of those tracebacks (the application's, holding the
+    stream object) would live as long as the stream's record: the stream
+    could never be let go of and closed.
+
+    Args:
+        error: The stored error.
+
+    Returns:
+        An equal error with no traceback.
+    """
+    return copy.copy(error).with_traceback(None)
 
 
 class SessionMove(enum.Enum):
@@ -240,6 +266,8 @@ class StreamRecord:
         window_sent: The receive limit last granted (MAX_STREAM_DATA), -1 when
             the window is left to aioquic.
         fin_sent: We finished sending.
+        queued: Data bytes handed to QUIC on the sending half (what draft-15
+            session flow control counted for it).
         reset_sent: We reset the sending half.
         reset_received: The peer reset its sending half.
         write_error: Why writing failed (peer STOP_SENDING, local reset, session end).
@@ -260,6 +288,7 @@ class StreamRecord:
         "fin_sent",
         "header_size",
         "local",
+        "queued",
         "read_done",
         "read_error",
         "reader",
@@ -292,6 +321,7 @@ class StreamRecord:
         self.window_sent = -1
         self.fin_sent = False
         self.header_size = 0
+        self.queued = 0
         """Bytes of the stream header before the data received (peer streams)."""
         self.reset_sent = False
         self.reset_received = False
@@ -338,7 +368,7 @@ class StreamRecord:
             StreamError: The sending half is finished, reset or stopped by the peer.
         """
         if self.write_error is not None:
-            raise self.write_error
+            raise fresh(self.write_error)
         if self.write_done:
             raise StreamError(
                 f"stream {self.stream_id} is closed for writing (write after close)",
