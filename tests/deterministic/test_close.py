@@ -28,6 +28,11 @@ DATA = os.urandom(5 * WINDOW)
 """More than the server's stream window: it can only all arrive as the server reads."""
 
 
+HOLDS_BY_WINDOW = pytest.mark.aioquic_patch("stream_window")
+"""Tests whose unread data is held back by the reader's stream window (receive
+backpressure): without it aioquic acknowledges everything at once."""
+
+
 @pytest.fixture
 def server_config(server_config: ServerConfig) -> ServerConfig:
     return server_config.update(
@@ -88,6 +93,7 @@ def _run(
     return run_virtual(main)
 
 
+@HOLDS_BY_WINDOW
 def test_close_waits_for_the_reader_then_delivers(
     server_config: ServerConfig, client_config: ClientConfig
 ) -> None:
@@ -98,6 +104,7 @@ def test_close_waits_for_the_reader_then_delivers(
     assert 1.0 <= elapsed < 1.1
 
 
+@HOLDS_BY_WINDOW
 def test_close_gives_up_after_its_timeout_and_the_reader_is_told(
     server_config: ServerConfig, client_config: ClientConfig
 ) -> None:
@@ -126,6 +133,7 @@ def test_without_stream_state_close_waits_its_whole_bound_and_still_delivers(
     assert 2.0 <= elapsed < 2.1
 
 
+@HOLDS_BY_WINDOW
 def test_a_closing_session_opens_nothing_and_a_second_close_waits_for_the_first(
     server_config: ServerConfig, client_config: ClientConfig
 ) -> None:
@@ -158,6 +166,7 @@ def test_a_closing_session_opens_nothing_and_a_second_close_waits_for_the_first(
     assert 0.3 <= second == first < 0.4
 
 
+@HOLDS_BY_WINDOW
 def test_the_peer_closing_ends_the_wait(
     server_config: ServerConfig, client_config: ClientConfig
 ) -> None:
@@ -181,3 +190,37 @@ def test_the_peer_closing_ends_the_wait(
     elapsed, code = run_virtual(main)
     assert elapsed < 0.25
     assert code == 7
+
+
+def test_close_waits_for_the_acknowledgement_whatever_the_window(
+    server_config: ServerConfig, client_config: ClientConfig
+) -> None:
+    # Nothing reaches the server for 1 s (a stalled path): the close waits for the
+    # acknowledgements that follow, then delivers; no receive window involved.
+    async def main(loop: VirtualLoop) -> tuple[bytes, float]:
+        received: asyncio.Future[bytes] = loop.create_future()
+
+        async def read(session: WebTransportSession) -> None:
+            stream = await session.accept_unidirectional_stream(timeout=30)
+            received.set_result(await stream.read_all(max_size=1 << 24))
+            await session.wait_closed()
+
+        async with (
+            WebTransportServer(server_config, handler=read),
+            WebTransportClient(client_config.update(close_timeout=5.0)) as client,
+        ):
+            session = await client.connect(URL)
+            resume = loop.time() + 1.0
+            loop.network.drop = lambda data, source, destination: (
+                destination[1] == 4433 and loop.time() < resume
+            )
+            stream = await session.create_unidirectional_stream()
+            await stream.write(DATA, end_stream=True)
+            start = loop.time()
+            await session.close()
+            elapsed = loop.time() - start
+            return await asyncio.wait_for(received, 10), elapsed
+
+    got, elapsed = run_virtual(main)
+    assert got == DATA
+    assert 1.0 <= elapsed < 2.0

@@ -203,7 +203,7 @@ def test_stream_creation_waits_for_credit_then_times_out(
     run_virtual(main)
 
 
-@pytest.mark.aioquic_patch("send_buffer")
+@pytest.mark.aioquic_patch("stream_state")
 def test_write_times_out_when_the_peer_never_reads(
     server_config: ServerConfig, client_config: ClientConfig
 ) -> None:

@@ -111,7 +111,7 @@ def test_session_credit_waiters_wake_on_credit_not_on_every_datagram(
     run_virtual(main)
 
 
-@pytest.mark.aioquic_patch("send_buffer", "stream_window")
+@pytest.mark.aioquic_patch("stream_state")
 def test_two_tasks_writing_and_flushing_one_stream_all_finish(
     server_config: ServerConfig, client_config: ClientConfig
 ) -> None:
@@ -151,7 +151,7 @@ def test_two_tasks_writing_and_flushing_one_stream_all_finish(
     run_virtual(main)
 
 
-@pytest.mark.aioquic_patch("send_buffer")
+@pytest.mark.aioquic_patch("stream_state", "stream_window")  # a window that holds data back
 def test_flush_raises_when_the_stream_fails(
     server_config: ServerConfig, client_config: ClientConfig
 ) -> None:

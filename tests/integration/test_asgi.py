@@ -408,7 +408,6 @@ def _rss() -> int:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.aioquic_patch("stream_window")
 async def test_slow_app_backpressure_bounds_memory(
     serve_asgi: Callable[..., Awaitable[ServerApp]], client_config: ClientConfig
 ) -> None:

@@ -225,7 +225,7 @@ async def test_stream_credit_exhausted_times_out(
 
 
 @pytest.mark.timeout(40)
-@pytest.mark.aioquic_patch("stream_window", "stream_limits")
+@pytest.mark.aioquic_patch("stream_limits")
 async def test_max_streams_never_read_memory_bounded(
     start_server: ServerFactory, client_config: ClientConfig
 ) -> None:
@@ -282,7 +282,6 @@ async def test_max_streams_never_read_memory_bounded(
 
 
 @pytest.mark.timeout(40)
-@pytest.mark.aioquic_patch("stream_window")
 async def test_fast_writer_slow_reader_rss_bounded(
     start_server: ServerFactory, capture: Capture, client_config: ClientConfig
 ) -> None:

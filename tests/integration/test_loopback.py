@@ -247,7 +247,7 @@ async def test_read_all_max_size(
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.aioquic_patch("send_buffer")
+@pytest.mark.aioquic_patch("stream_state")
 async def test_backpressure_blocks_then_completes(
     start_server: ServerFactory, capture: Capture, client: WebTransportClient
 ) -> None:

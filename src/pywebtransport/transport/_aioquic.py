@@ -138,24 +138,22 @@ FEATURES: Final[dict[str, Feature]] = {
             ),
         ),
         Feature(
-            "send_buffer",
-            "write() waits while too much data is unacknowledged (send backpressure)",
-            "writes never wait for acknowledgements: a writer faster than the path buffers "
-            "in aioquic without bound",
-            relies_on=("QuicStreamSender.write", "QuicStreamSender.on_data_delivery"),
-        ),
-        Feature(
             "stream_state",
-            "a graceful close waits until the peer acknowledged every finished stream and "
-            "queued data before the close capsule and CONNECTION_CLOSE; draft-15 session "
+            "write() waits while too much data is unacknowledged (send backpressure) and "
+            "flush() until all is; a graceful close waits until the peer acknowledged every "
+            "finished stream and queued data before the close capsule and CONNECTION_CLOSE; "
+            "draft-15 session "
             "credit of a stream reset unread is given back up to its final size, and data "
             "queued behind a reset of ours stops counting against the peer's credit",
-            "a graceful close waits its whole close_timeout (unless the peer closes first); a "
+            "writes never wait for acknowledgements (a writer faster than the path buffers in "
+            "aioquic without bound) and flush() returns at once; a graceful close waits its "
+            "whole close_timeout (unless the peer closes first); a "
             "stream reset unread gives back up to its receive window (session data limits "
             "loosen by at most one window per such stream); data queued behind a reset of "
             "ours keeps counting against the peer's session credit",
             essential=True,
             relies_on=(
+                "QuicStreamSender.write",
                 "QuicStreamSender.on_data_delivery",
                 "QuicStreamSender.on_reset_delivery",
                 "QuicStreamSender.get_frame",
@@ -435,15 +433,11 @@ def _check(name: str, quic: QuicConnection, stream: QuicStream, h3: H3Connection
         _has(stream.receiver, "highest_offset")
         _has(quic, "_streams")
         _params(QuicPacketBuilder.start_frame, "frame_type", "capacity", "handler", "handler_args")
-    elif name == "send_buffer":
-        _has(quic, "_streams")
-        _require(isinstance(quic._streams, dict), "QuicConnection._streams is not a dict")
-        _has(stream.sender, "_buffer", "buffer_is_empty", "highest_offset")
-        _require(isinstance(stream.sender._buffer, bytearray), "sender._buffer is not a bytearray")
     elif name == "stream_state":
         _has(quic, "_streams")
         _require(isinstance(quic._streams, dict), "QuicConnection._streams is not a dict")
-        _has(stream.sender, "_buffer", "is_finished", "highest_offset")
+        _has(stream.sender, "_buffer", "buffer_is_empty", "is_finished", "highest_offset")
+        _require(isinstance(stream.sender._buffer, bytearray), "sender._buffer is not a bytearray")
         _has(stream.receiver, "_final_size")
         _require(stream.receiver._final_size is None, "receiver._final_size is not None at first")
     elif name == "datagram_queue":
@@ -1540,7 +1534,7 @@ def nothing_sent(quic: QuicConnection, stream_id: int) -> bool:
         The answer (True when the feature is off: the caller then transmits
         once more than it needs to).
     """
-    if not enabled("send_buffer"):
+    if not enabled("stream_state"):
         return True
     tuned: Any = quic
     stream = tuned._streams.get(stream_id)
@@ -1617,7 +1611,7 @@ def send_buffered(quic: QuicConnection, stream_id: int) -> int:
     Returns:
         The count (0 when the feature is off: writes then never wait).
     """
-    if not enabled("send_buffer"):
+    if not enabled("stream_state"):
         return 0
     tuned: Any = quic
     stream = tuned._streams.get(stream_id)
