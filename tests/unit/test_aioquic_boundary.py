@@ -46,6 +46,7 @@ def test_off_switches_every_optimisation_but_not_pinning() -> None:
     assert sorted(name for name, (on, _) in features.items() if on) == [
         "h3_settings",
         "peer_certificate",
+        "stream_credit",
         "stream_limits",
         "stream_state",
     ]

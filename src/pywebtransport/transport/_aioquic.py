@@ -176,7 +176,10 @@ FEATURES: Final[dict[str, Feature]] = {
         Feature(
             "stream_credit",
             "create_*_stream() waits for the peer's QUIC stream credit",
-            "streams open at once and aioquic holds their data until credit arrives",
+            "streams open at once and aioquic holds their data until credit arrives; a "
+            "reset of such a stream is sent before its credit, which the peer takes for a "
+            "stream-limit violation and closes the connection",
+            essential=True,
             relies_on=(
                 "QuicConnection.get_next_available_stream_id",
                 "QuicConnection._get_or_create_stream_for_send",
