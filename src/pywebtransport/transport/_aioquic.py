@@ -42,6 +42,8 @@ from aioquic.buffer import (  # type: ignore[attr-defined]  # re-exported withou
 )
 from aioquic.h3 import events as h3e
 from aioquic.h3.connection import H3Connection, MessageError
+from aioquic.h3.connection import ProtocolError as H3ProtocolError
+from aioquic.h3.exceptions import H3Error
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionId, stream_is_client_initiated
 from aioquic.quic.crypto import CryptoPair, NoCallback
@@ -55,6 +57,7 @@ from cryptography import x509
 __all__ = [
     "AIOQUIC_VERSION",
     "FEATURES",
+    "REFUSALS",
     "ConnectionTuning",
     "after_handshake",
     "can_open_stream",
@@ -93,6 +96,19 @@ def _aioquic_version() -> str:
 AIOQUIC_VERSION: Final = _aioquic_version()
 
 _ENV = "PYWEBTRANSPORT_AIOQUIC_PATCHES"
+
+REFUSALS: Final[tuple[type[Exception], ...]] = (
+    ValueError,
+    AssertionError,
+    RuntimeError,
+    H3Error,
+    H3ProtocolError,
+)
+"""What aioquic raises when it refuses a stream operation in a state that a race with
+the peer can produce (a stream the peer reset or stopped meanwhile, one already
+finished, one aioquic forgot): `ValueError` and `AssertionError` from QUIC streams,
+HTTP/3's own errors from `H3Connection`. Callers that expect such a refusal catch
+exactly these."""
 
 
 @dataclass(slots=True)

@@ -181,6 +181,10 @@ def drain_datagrams(sock: socket.socket, receive: Callable[[bytes, Any], None]) 
         receive(data, addr)
 
 
+_ABORT_REFUSALS: tuple[type[Exception], ...] = (*_aioquic.REFUSALS, OSError)
+"""What dropping a connection may meet: aioquic refusing, or a socket already gone."""
+
+
 def _wake(future: asyncio.Future[None] | None) -> None:
     if future is not None and not future.done():
         future.set_result(None)
@@ -1009,11 +1013,16 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         if self.state is ConnectionState.CLOSED:
             return
         quic = self.quic
-        with contextlib.suppress(Exception):
+        try:
             quic.close(error_code=error_code, reason_phrase=reason)
             if send_close:
                 self.transmit()
             now = self.loop.time()
             quic.handle_timer(now=max(quic.get_timer() or now, now))
             self._process_quic_events()
-        self._terminate(error_code, reason)
+        except _ABORT_REFUSALS as exc:
+            # A connection in a state aioquic did not expect, or a socket gone:
+            # it is dropped all the same.
+            logger.debug("connection %d: abort: %r", self.handle, exc)
+        finally:
+            self._terminate(error_code, reason)

@@ -751,7 +751,7 @@ class WebTransportProtocol:
         self._http3.discard(stream_id)
         try:
             self.h3.send_headers(stream_id, [(b":status", str(status).encode())], end_stream=True)
-        except Exception:
+        except _aioquic.REFUSALS:  # the request stream is gone or already answered
             self._safe_reset(stream_id, ErrorCodes.H3_REQUEST_REJECTED)
         self.want_transmit = True
 
@@ -1256,7 +1256,7 @@ class WebTransportProtocol:
                 encoded = encoded.decode("utf-8", "ignore").encode("utf-8")
                 payload = (code & 0xFFFFFFFF).to_bytes(4, "big") + encoded
                 session.fin_sent = True
-                with contextlib.suppress(Exception):  # the stream may be reset meanwhile
+                with contextlib.suppress(*_aioquic.REFUSALS):  # the stream may be reset meanwhile
                     self.h3.send_data(
                         sid, encode_capsule(CAPSULE_CLOSE_WEBTRANSPORT_SESSION, payload), True
                     )
@@ -1299,7 +1299,7 @@ class WebTransportProtocol:
         sid = session.session_id
         if not session.fin_sent:
             session.fin_sent = True
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*_aioquic.REFUSALS):
                 self.h3.send_data(sid, b"", end_stream=True)
         error = stream_error
         if error is None and code == ErrorCodes.WT_FLOW_CONTROL_ERROR:
@@ -1374,7 +1374,7 @@ class WebTransportProtocol:
     def _send_raw_capsule(self, session: SessionRecord, capsule: bytes) -> None:
         if session.fin_sent or session.is_closed:
             return
-        with contextlib.suppress(Exception):  # the stream may have been reset meanwhile
+        with contextlib.suppress(*_aioquic.REFUSALS):  # the stream may have been reset meanwhile
             self.h3.send_data(session.session_id, capsule, end_stream=False)
             self.want_transmit = True
 
@@ -1513,11 +1513,11 @@ class WebTransportProtocol:
         self.want_transmit = True
 
     def _safe_reset(self, stream_id: int, code: int) -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(*_aioquic.REFUSALS):
             self.quic.reset_stream(stream_id, code)
         self.want_transmit = True
 
     def _safe_stop(self, stream_id: int, code: int) -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(*_aioquic.REFUSALS):
             self.quic.stop_stream(stream_id, code)
         self.want_transmit = True
