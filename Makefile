@@ -85,7 +85,7 @@ $(MIN_VENV)/.stamp: pyproject.toml
 test-aioquic-min: $(MIN_VENV)/.stamp
 	$(MIN_VENV)/bin/pytest $(FAST) $(PYTEST_ARGS)
 
-# The same with every optimisation of transport/_aioquic.py off: stock aioquic behaviour
+# The same with every optimisation of transport/_aioquic/ off: stock aioquic behaviour
 # (what a future aioquic whose internals changed falls back to) must still pass.
 test-patches-off: venv
 	PYWEBTRANSPORT_AIOQUIC_PATCHES=off $(BIN)/pytest $(FAST) $(PYTEST_ARGS)

@@ -134,7 +134,8 @@ def test_wheel_builds_with_typed_package(tmp_path: Path) -> None:
         "pywebtransport/__init__.py",
         "pywebtransport/py.typed",
         "pywebtransport/transport/_core/protocol.py",
-        "pywebtransport/transport/_aioquic.py",
+        "pywebtransport/transport/_aioquic/__init__.py",
+        "pywebtransport/transport/_aioquic/scheduling.py",
         "pywebtransport/framework/app.py",
         "pywebtransport/shared/config.py",
     ):

@@ -27,7 +27,8 @@ from pywebtransport import (
 )
 from pywebtransport.shared.events import EventType
 from pywebtransport.shared.exceptions import TimeoutError as WTTimeoutError
-from pywebtransport.transport._aioquic import _FrameTable, _StaticTableEncoder
+from pywebtransport.transport._aioquic.connection import _FrameTable
+from pywebtransport.transport._aioquic.h3 import _StaticTableEncoder
 from pywebtransport.transport.connection import WebTransportConnection
 
 from .conftest import Capture, ServerFactory, echo_handler, url_of, wait_until

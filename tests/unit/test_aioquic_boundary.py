@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pywebtransport.transport import _aioquic
+from pywebtransport.transport._aioquic import checks, verify
 
 ROOT = Path(__file__).resolve().parents[2]
 _REPORT = (
@@ -217,17 +218,15 @@ def test_a_signature_check_without_names_requires_no_parameters() -> None:
 
     def one_parameter(self: object, extra: int) -> None: ...
 
-    _aioquic._params(no_parameters)
-    with pytest.raises(_aioquic._Mismatch):
-        _aioquic._params(one_parameter)
-    with pytest.raises(_aioquic._Mismatch):
-        _aioquic._params(one_parameter, "extra", "more")
+    checks.params(no_parameters)
+    with pytest.raises(checks.Mismatch):
+        checks.params(one_parameter)
+    with pytest.raises(checks.Mismatch):
+        checks.params(one_parameter, "extra", "more")
 
 
 def test_every_function_a_feature_relies_on_has_recorded_digests() -> None:
     for feature in _aioquic.FEATURES.values():
         for name in feature.relies_on:
-            assert name in _aioquic._DIGESTS, name
-            assert (
-                _aioquic.logic_digest(_aioquic._aioquic_function(name)) in (_aioquic._DIGESTS[name])
-            )
+            assert name in verify.DIGESTS, name
+            assert _aioquic.logic_digest(verify.aioquic_function(name)) in (verify.DIGESTS[name])

@@ -11,14 +11,9 @@ from aioquic.tls import CipherSuite, KeySchedule, SessionTicket, SessionTicketHa
 from wire import Pair
 
 from pywebtransport.shared.utils import CertificateInfo
-from pywebtransport.transport._aioquic import (
-    ConnectionTuning,
-    _FrameTable,
-    _StaticTableDecoder,
-    _StaticTableEncoder,
-    after_handshake,
-    new_quic_connection,
-)
+from pywebtransport.transport._aioquic import ConnectionTuning, after_handshake, new_quic_connection
+from pywebtransport.transport._aioquic.connection import _FrameTable
+from pywebtransport.transport._aioquic.h3 import _StaticTableDecoder, _StaticTableEncoder
 
 
 def _server(

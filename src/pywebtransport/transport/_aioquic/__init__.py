@@ -1,0 +1,95 @@
+"""The fence around aioquic's (and asyncio's) internals: every private access lives here.
+
+One module per concern: `features` (the feature table and the environment
+switch), `checks` and `verify` (what is verified at import, and the warnings),
+`connection` (the QuicConnection the library builds: stream windows, connection
+ids, pacing, memory), `scheduling` (the active-stream scheduler), `queries`
+(read-only questions about aioquic's state) and `h3` (the H3Connection: QPACK,
+SETTINGS, malformed requests). This package re-exports what the rest of the
+library uses; ruff's SLF001 is ignored for this folder only.
+
+The rest of the library uses aioquic's public API only. What stock aioquic
+cannot do for us (backpressure on received data, pacing that suits event-loop
+clocks, a smaller memory footprint, WebTransport SETTINGS, stream-local errors
+for malformed requests) is done here, feature by feature. Each feature lists
+the internals it relies on; at import a prototype connection is built and every
+feature whose internals are not what this package expects (a newer aioquic) is
+switched off with one `RuntimeWarning`, and the library keeps working on stock
+aioquic behaviour. `PYWEBTRANSPORT_AIOQUIC_PATCHES=off` switches every
+optimisation off (a comma-separated list of feature names switches off just
+those, essential ones included), which is how CI proves the stock path still
+passes the suite. An essential feature lost to a different aioquic is
+reported a second time, loudly, from the user's import line.
+
+Every feature was checked against aioquic 1.7.0 to 1.7.2, the range declared in
+pyproject.toml: before 1.7, aioquic doubles stream limits as peers use them
+(no cap on the streams a peer opens) and 1.2 fails an assertion when a peer
+stops a stream it already reset.
+"""
+
+from __future__ import annotations
+
+from .checks import logic_digest
+from .connection import (
+    BurstPacer,
+    ConnectionTuning,
+    after_handshake,
+    forget_stream_window,
+    manage_stream_window,
+    new_quic_connection,
+    release_early_streams,
+    set_stream_window,
+)
+from .features import AIOQUIC_VERSION, FEATURES, REFUSALS, Feature, enabled, parse_patch_setting
+from .h3 import malformed_requests, new_h3
+from .queries import (
+    can_open_stream,
+    datagram_frame_limit,
+    has_unacked_stream_data,
+    nothing_sent,
+    peer_address,
+    peer_certificate,
+    pending_datagrams,
+    reset_final_size,
+    selector_socket,
+    send_buffered,
+    send_finished,
+    sent_offset,
+    stats,
+)
+from .verify import verify_features
+
+__all__ = [
+    "AIOQUIC_VERSION",
+    "FEATURES",
+    "REFUSALS",
+    "BurstPacer",
+    "ConnectionTuning",
+    "Feature",
+    "after_handshake",
+    "can_open_stream",
+    "datagram_frame_limit",
+    "enabled",
+    "forget_stream_window",
+    "has_unacked_stream_data",
+    "logic_digest",
+    "malformed_requests",
+    "manage_stream_window",
+    "new_h3",
+    "new_quic_connection",
+    "nothing_sent",
+    "parse_patch_setting",
+    "peer_address",
+    "peer_certificate",
+    "pending_datagrams",
+    "release_early_streams",
+    "reset_final_size",
+    "selector_socket",
+    "send_buffered",
+    "send_finished",
+    "sent_offset",
+    "set_stream_window",
+    "stats",
+]
+
+verify_features()
