@@ -224,3 +224,31 @@ def test_close_waits_for_the_acknowledgement_whatever_the_window(
     got, elapsed = run_virtual(main)
     assert got == DATA
     assert 1.0 <= elapsed < 2.0
+
+
+def test_leaving_the_client_while_its_connection_closes_still_delivers_the_close(
+    server_config: ServerConfig, client_config: ClientConfig
+) -> None:
+    # The session's close starts the connection's own graceful close in the
+    # background; `client.close()` right after must wait for that one (the
+    # capsule acknowledged), not cut it short with CONNECTION_CLOSE.
+    async def main(loop: VirtualLoop) -> tuple[int, bool, str]:
+        closed: asyncio.Future[tuple[int, bool, str]] = loop.create_future()
+
+        async def handler(session: WebTransportSession) -> None:
+            info = await session.wait_closed()
+            closed.set_result((info.error_code, info.clean, info.reason))
+
+        async with WebTransportServer(server_config, handler=handler):
+            client = WebTransportClient(client_config.update(close_timeout=5.0))
+            session = await client.connect(URL)
+            await asyncio.sleep(0.1)
+            resume = loop.time() + 0.5
+            loop.network.drop = lambda data, source, destination: (
+                destination[1] == 4433 and loop.time() < resume
+            )
+            await session.close(error_code=9, reason="bye")
+            await client.close()
+            return await asyncio.wait_for(closed, 10)
+
+    assert run_virtual(main) == (9, True, "bye")

@@ -8,7 +8,7 @@ The server answers, on each bidirectional stream: `UP` + data -> the data's sha-
 distinct datagrams arrived. It prints `CLOSED <code> <clean>` for every session that ends.
 The client moves every stream concurrently, checks every digest, sends datagrams one per
 10 ms, reads the nftables drop counter around that phase, closes the session and prints
-one JSON line of results.
+one JSON line of results. PWT_PEER_LOG=1 logs at DEBUG to stderr (shown when a test fails).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import argparse
 import asyncio
 import hashlib
 import json
+import logging
+import os
 import random
 import subprocess
 import sys
@@ -148,6 +150,8 @@ def main() -> None:
     parser.add_argument("--datagrams", type=int, default=200)
     parser.add_argument("--nft-ns", default=None)
     args = parser.parse_args()
+    if os.environ.get("PWT_PEER_LOG"):
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
     asyncio.run(serve(args) if args.role == "server" else client(args))
 
 

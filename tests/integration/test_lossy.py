@@ -47,15 +47,15 @@ def _start(ns: str, *argv: str) -> subprocess.Popen[str]:
     return proc
 
 
-def _stop(proc: subprocess.Popen[str]) -> str:
+def _stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
     if proc.poll() is None:
         proc.terminate()
     try:
-        out, _ = proc.communicate(timeout=5)
+        out, err = proc.communicate(timeout=5)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, _ = proc.communicate()
-    return out
+        out, err = proc.communicate()
+    return out, err
 
 
 @pytest.fixture
@@ -139,15 +139,15 @@ def _run_case(
         assert client.returncode == 0, client.stderr[-3000:]
         result: dict[str, Any] = json.loads(client.stdout.strip().splitlines()[-1])
         if relay_proc is not None:
-            relay_out = _stop(relay_proc)
+            relay_out, _ = _stop(relay_proc)
             result["relay"] = json.loads(relay_out.strip().splitlines()[-1])
         if loss:
             result["nft"] = nft_counters(ns)
     finally:
         for proc in procs:
-            out = _stop(proc)
+            out, err = _stop(proc)
             if proc is procs[0]:
-                server_out = out
+                server_out = out + err[-3000:]
     result["server"] = server_out
     print(json.dumps({k: v for k, v in result.items() if k != "server"}))
     return result

@@ -41,6 +41,8 @@ class WebTransportConnection:
 
     def __init__(self, engine: ConnectionEngine) -> None:
         self._engine = engine
+        # Set while a graceful close runs: a second close() waits for it.
+        self._closed_gracefully: asyncio.Future[None] | None = None
         engine.connection = self
 
     # ------------------------------------------------------------------ properties
@@ -292,7 +294,8 @@ class WebTransportConnection:
         peer's ACK delay; at most half of `timeout`); then, after `linger`,
         CONNECTION_CLOSE is sent and this returns. The QUIC closing period
         runs on in the background and frees the socket when it ends. For an
-        immediate close, see `abort()`.
+        immediate close, see `abort()`. A second call while one runs waits
+        for it to finish.
 
         Args:
             error_code: QUIC application error code.
@@ -309,8 +312,16 @@ class WebTransportConnection:
         engine = self._engine
         if engine.state is ConnectionState.CLOSED:
             return
-        if engine.state is not ConnectionState.CLOSING:
-            engine.state = ConnectionState.CLOSING
+        if self._closed_gracefully is not None:
+            # Another close() is waiting for the peer: returning (and perhaps
+            # aborting) before it sent CONNECTION_CLOSE would cut that wait short.
+            await asyncio.shield(self._closed_gracefully)
+            return
+        if engine.state is ConnectionState.CLOSING:
+            return
+        engine.state = ConnectionState.CLOSING
+        done = self._closed_gracefully = engine.loop.create_future()
+        try:
             wait = engine.config.close_timeout if timeout is None else timeout
             closes = [(r, 0, reason) for r in engine.core.sessions.values() if r.is_open]
             await engine.finish_sessions(closes, wait)
@@ -318,7 +329,9 @@ class WebTransportConnection:
             if linger > 0 and engine.state is not ConnectionState.CLOSED:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(engine.terminated), linger)
+        finally:
             engine.close_quic(error_code, reason)
+            done.set_result(None)
 
     def abort(self) -> None:
         """Drop the connection at once, without waiting for the peer."""
