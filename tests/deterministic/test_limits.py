@@ -18,7 +18,7 @@ from pywebtransport import (
     WebTransportSession,
 )
 from pywebtransport.shared.exceptions import ConnectionError, HandshakeError
-from pywebtransport.transport._core.protocol import _DATAGRAM_BUDGET
+from pywebtransport.transport._core.datagrams import _DATAGRAM_BUDGET
 
 from .simnet import VirtualLoop, run_virtual, until
 from .test_timing import URL, _hold

@@ -18,6 +18,7 @@ import copy
 import enum
 import weakref
 from collections import deque
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from ...shared.exceptions import StreamError
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SESSION_TRANSITIONS",
+    "HeldStream",
     "SessionMove",
     "SessionRecord",
     "StreamIds",
@@ -433,6 +435,17 @@ class StreamRecord:
 
 _NO_CHUNKS: Final[deque[bytes]] = deque(maxlen=0)
 """The (always empty) receive buffer of a stream without a receiving half."""
+
+
+@dataclass(slots=True)
+class HeldStream:
+    """A peer stream that arrived before its session was established (draft section 4.6)."""
+
+    unidirectional: bool
+    since: float
+    data: bytearray = field(default_factory=bytearray)
+    fin: bool = False
+    header_size: int = 0
 
 
 class StreamIds:
