@@ -31,6 +31,8 @@ from .shared.events import EventEmitter, EventType
 from .shared.exceptions import CertificateError, ServerError
 from .shared.types import Address, SessionState
 from .transport import _aioquic
+from .transport._admission import HandshakeAdmission, HandshakeGate
+from .transport._admission.addresses import AddressCounter
 from .transport._core.headers import select_protocol
 from .transport._core.records import SessionRecord
 from .transport._endpoint import ServerEndpoint
@@ -41,7 +43,6 @@ from .transport._engine import (
     close_secrets_log,
     tune_udp_socket,
 )
-from .transport._validation import AddressCounter, HandshakeAdmission, HandshakeGate
 from .transport.connection import WebTransportConnection
 from .transport.manager import ConnectionManager, SessionManager
 from .transport.session import WebTransportSession, ended_by_peer

@@ -23,8 +23,8 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.packet import pull_quic_header
 
 from . import _aioquic
+from ._admission import GateAction, HandshakeGate, Screening, build_refusal
 from ._engine import ConnectionEngine, drain_datagrams
-from ._validation import GateAction, HandshakeGate, Screening, build_refusal
 
 __all__ = ["ServerEndpoint"]
 

@@ -1,4 +1,4 @@
-"""Address validation and refusal at the first Initial (`transport/_validation.py`).
+"""Address validation and refusal at the first Initial (`transport/_admission/`).
 
 The token codec gets hypothesis properties; the packets are checked against
 REAL aioquic `QuicConnection` clients and servers exchanging datagrams in
@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from pywebtransport.shared.exceptions import ConfigurationError
 from pywebtransport.shared.utils import CertificateInfo
-from pywebtransport.transport._validation import (
+from pywebtransport.transport._admission import (
     AMPLIFICATION_FACTOR,
     MIN_INITIAL_DATAGRAM_SIZE,
     AddressCounter,
