@@ -22,7 +22,6 @@ import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar, cast
 
-from . import __version__
 from .client import WebTransportClient
 from .framework.app import ServerApp
 from .framework.asgi import ASGIApp
@@ -35,6 +34,7 @@ from .shared.exceptions import (
     WebTransportError,
 )
 from .shared.utils import generate_self_signed_cert
+from .shared.version import __version__
 from .transport.session import SessionCloseInfo, WebTransportSession
 from .transport.stream import WebTransportReceiveStream
 

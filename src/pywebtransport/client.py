@@ -36,8 +36,8 @@ from .shared.exceptions import (
 )
 from .transport import _aioquic
 from .transport._core.records import SessionRecord
-from .transport._engine import (
-    ConnectionEngine,
+from .transport._engine import ConnectionEngine
+from .transport._setup import (
     apply_log_level,
     build_quic_configuration,
     close_secrets_log,

@@ -36,8 +36,8 @@ from .transport._admission.addresses import AddressCounter
 from .transport._core.headers import select_protocol
 from .transport._core.records import SessionRecord
 from .transport._endpoint import ServerEndpoint
-from .transport._engine import (
-    ConnectionEngine,
+from .transport._engine import ConnectionEngine
+from .transport._setup import (
     apply_log_level,
     build_quic_configuration,
     close_secrets_log,

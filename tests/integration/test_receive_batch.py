@@ -10,7 +10,7 @@ import pytest
 
 from pywebtransport import WebTransportClient, WebTransportServer
 from pywebtransport.transport._aioquic import selector_socket
-from pywebtransport.transport._engine import drain_datagrams
+from pywebtransport.transport._setup import drain_datagrams
 
 from .conftest import url_of
 

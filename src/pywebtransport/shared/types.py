@@ -8,6 +8,7 @@ also importable from `pywebtransport.shared.events` and `pywebtransport`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeAlias
 
@@ -204,3 +205,22 @@ class EventType(StrEnum):
 
     Data keys: `stream_id` (int), `error_code` (int or None, as above), `stream`
     (the stream object)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCloseInfo:
+    """How a session ended.
+
+    Attributes:
+        error_code: The application code of the close (0 for a clean close; the
+            HTTP status for a refused CONNECT; the QUIC code for a lost connection).
+        reason: The reason text.
+        remote: True when the peer closed the session.
+        clean: False when the session ended by a reset, a protocol error or a
+            lost connection rather than a close capsule or FIN.
+    """
+
+    error_code: int
+    reason: str
+    remote: bool
+    clean: bool

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hashlib
 import ipaddress
@@ -374,3 +375,15 @@ def decode_varint(data: bytes | bytearray | memoryview, offset: int = 0) -> tupl
     if end > len(data):
         return None
     return int.from_bytes(data[offset:end], "big") & _VARINT_MASKS[prefix], end
+
+
+def wake(future: asyncio.Future[None] | None) -> None:
+    """Resolve a waiter's future, if there is one and it is still pending.
+
+    The one way the asyncio layer wakes a parked reader, writer or acceptor.
+
+    Args:
+        future: The waiter's future, or None when nobody waits.
+    """
+    if future is not None and not future.done():
+        future.set_result(None)

@@ -24,7 +24,8 @@ from aioquic.quic.packet import pull_quic_header
 
 from . import _aioquic
 from ._admission import GateAction, HandshakeGate, Screening, build_refusal
-from ._engine import ConnectionEngine, drain_datagrams
+from ._engine import ConnectionEngine
+from ._setup import drain_datagrams
 
 __all__ = ["ServerEndpoint"]
 

@@ -23,6 +23,7 @@ from ..shared.exceptions import (
     TimeoutError,
 )
 from ..shared.types import Address, ConnectionState
+from ..shared.version import __version__
 from . import _aioquic
 from ._core.dialects import choose_dialect
 from ._core.headers import HeaderError
@@ -220,7 +221,7 @@ class WebTransportConnection:
         assert isinstance(config, ClientConfig)
         wait = config.connect_timeout if timeout is None else timeout
         all_headers: list[tuple[str | bytes, str | bytes]] = [
-            (b"user-agent", (config.user_agent or f"pywebtransport/{_version()}").encode()),
+            (b"user-agent", (config.user_agent or f"pywebtransport/{__version__}").encode()),
             *config.headers.items(),
         ]
         if headers:
@@ -344,9 +345,3 @@ class WebTransportConnection:
     def __repr__(self) -> str:
         engine = self._engine
         return f"<WebTransportConnection handle={engine.handle} state={engine.state.value}>"
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__

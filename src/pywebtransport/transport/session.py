@@ -1,8 +1,8 @@
 """`WebTransportSession`: one WebTransport session on a QUIC connection.
 
 The session's state lives in its protocol record (`_core.records.SessionRecord`);
-this object is its public face. `session_event` and `deliver_datagram` are
-how the engine tells sessions and streams what the protocol reported.
+this object is its public face. How the engine tells sessions and streams
+what the protocol reported is `_dispatch`.
 """
 
 from __future__ import annotations
@@ -10,19 +10,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
-from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from ..shared.constants import (
-    CAPSULE_WT_DATA_BLOCKED,
-    CAPSULE_WT_MAX_DATA,
-    CAPSULE_WT_MAX_STREAMS_BIDI,
-    CAPSULE_WT_STREAMS_BLOCKED_UNI,
-)
-from ..shared.events import EventEmitter, EventType
+from ..shared.events import EventEmitter
 from ..shared.exceptions import (
     DatagramError,
     SessionClosedError,
@@ -31,11 +23,12 @@ from ..shared.exceptions import (
     TimeoutError,
     WebTransportError,
 )
-from ..shared.types import Address, Buffer, Headers, SessionState
+from ..shared.types import Address, Buffer, Headers, SessionCloseInfo, SessionState
 from . import _aioquic
-from ._core import events as pe
+from ._core.datagrams import max_datagram_payload
 from ._core.headers import checked_headers
 from ._core.records import SessionRecord, StreamRecord
+from ._dispatch import set_ready
 from .stream import WebTransportReceiveStream, WebTransportSendStream, WebTransportStream
 
 if TYPE_CHECKING:
@@ -49,30 +42,6 @@ logger = logging.getLogger("pywebtransport.session")
 # Kinds of incoming streams a wait accepts (bit mask).
 _BIDI = 1
 _UNI = 2
-
-_DATAGRAM_FRAME_OVERHEAD = 1 + 2
-"""DATAGRAM frame type and a 2-byte length (aioquic sends DATAGRAM_WITH_LENGTH)."""
-_PACKET_OVERHEAD = 50
-"""Short header, packet number, AEAD tag and slack in a 1-RTT packet."""
-
-
-@dataclass(frozen=True, slots=True)
-class SessionCloseInfo:
-    """How a session ended.
-
-    Attributes:
-        error_code: The application code of the close (0 for a clean close; the
-            HTTP status for a refused CONNECT; the QUIC code for a lost connection).
-        reason: The reason text.
-        remote: True when the peer closed the session.
-        clean: False when the session ended by a reset, a protocol error or a
-            lost connection rather than a close capsule or FIN.
-    """
-
-    error_code: int
-    reason: str
-    remote: bool
-    clean: bool
 
 
 class WebTransportSession:
@@ -268,11 +237,11 @@ class WebTransportSession:
         `max_datagram_frame_size`.
         """
         engine = self._engine
-        frame = _aioquic.datagram_frame_limit(engine.quic)
-        if frame is None:
-            frame = engine.config.max_datagram_size - _PACKET_OVERHEAD
         prefix = len(self._rec.datagram_prefix)
-        return max(0, frame - _DATAGRAM_FRAME_OVERHEAD - prefix)
+        limits = _aioquic.datagram_limits(engine.quic)
+        if limits is None:
+            return max_datagram_payload(engine.config.max_datagram_size, None, prefix)
+        return max_datagram_payload(limits[1], limits[0], prefix)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -302,7 +271,7 @@ class WebTransportSession:
             rec.dialect.name,
             rec.protocol,
         )
-        _set_ready(rec)
+        set_ready(rec)
 
     async def reject(self, status_code: int = 403) -> None:
         """Refuse a requested session with an HTTP status (server side).
@@ -760,9 +729,6 @@ class WebTransportSession:
         )
 
 
-# --------------------------------------------------------------------------- engine side
-
-
 def ended_by_peer(session: WebTransportSession, exc: BaseException) -> bool:
     """Return whether `exc` only reports that the peer left or gave up.
 
@@ -784,220 +750,3 @@ def ended_by_peer(session: WebTransportSession, exc: BaseException) -> bool:
         return True
     info = session.close_info
     return info is not None and info.remote and isinstance(exc, StreamError | SessionError)
-
-
-def _emitter(rec: SessionRecord | StreamRecord, event_type: EventType) -> EventEmitter | None:
-    emitter: EventEmitter | None = rec.emitter
-    return emitter if emitter is not None and emitter.has_listeners(event_type) else None
-
-
-def _wake(future: asyncio.Future[None] | None) -> None:
-    if future is not None and not future.done():
-        future.set_result(None)
-
-
-def _set_ready(rec: SessionRecord) -> None:
-    if not rec.ready.done():
-        rec.ready.set_result(None)
-    if (emitter := _emitter(rec, EventType.SESSION_READY)) is not None:
-        emitter.emit_nowait(EventType.SESSION_READY, {"session_id": rec.session_id}, rec.owner)
-
-
-def deliver_datagram(rec: SessionRecord, data: bytes, queue_limit: int) -> None:
-    """Hand a received datagram to its session (engine hot path: no task, no copy).
-
-    With a `DATAGRAM_RECEIVED` listener the event is emitted; otherwise the
-    datagram is queued for `receive_datagram()`, the oldest dropped when full.
-
-    Args:
-        rec: The session.
-        data: The payload.
-        queue_limit: Datagrams the queue holds (`max_pending_datagrams`).
-    """
-    session: WebTransportSession = rec.owner
-    stats = rec.counters
-    stats["datagrams_received"] += 1
-    stats["bytes_datagrams_received"] += len(data)
-    emitter = rec.emitter
-    if emitter is not None and emitter.has_listeners(EventType.DATAGRAM_RECEIVED):
-        emitter.emit_nowait(
-            EventType.DATAGRAM_RECEIVED, {"data": data, "session_id": rec.session_id}, session
-        )
-        return
-    queue = rec.datagrams
-    if queue is None:
-        queue = rec.datagrams = deque(maxlen=queue_limit)
-    elif len(queue) == queue.maxlen:
-        stats["datagrams_dropped"] += 1
-    queue.append(data)
-    waiter = rec.datagram_waiter
-    if waiter is not None:
-        rec.datagram_waiter = None
-        _wake(waiter)
-
-
-def _close_info(rec: SessionRecord) -> SessionCloseInfo:
-    return SessionCloseInfo(
-        rec.close_code, rec.close_reason, rec.closed_by_peer, rec.closed_cleanly
-    )
-
-
-def _session_closed(engine: ConnectionEngine, rec: SessionRecord) -> None:
-    info = _close_info(rec)
-    error = SessionClosedError(
-        f"session {rec.session_id} closed"
-        + (f" by the peer: {info.reason!r}" if info.remote else ""),
-        session_id=rec.session_id,
-        error_code=info.error_code,
-        reason=info.reason,
-        remote=info.remote,
-    )
-    if not rec.ready.done():
-        rec.ready.set_exception(error)
-        rec.ready.exception()  # mark retrieved: nobody may be waiting
-    if not rec.ended.done():
-        rec.ended.set_result(info)
-    for stream_rec in list(rec.streams.values()):
-        engine.wake_stream(stream_rec)
-    _wake(rec.incoming_waiter)
-    rec.incoming_waiter = None
-    _wake(rec.datagram_waiter)
-    rec.datagram_waiter = None
-    engine.wake_session_credit(rec)
-    logger.debug(
-        "session %d closed (%s) with code %#x: %s",
-        rec.session_id,
-        "by the peer" if info.remote else "locally",
-        info.error_code,
-        info.reason or "-",
-    )
-    if (emitter := _emitter(rec, EventType.SESSION_CLOSED)) is not None:
-        emitter.emit_nowait(
-            EventType.SESSION_CLOSED,
-            {
-                "session_id": rec.session_id,
-                "error_code": info.error_code,
-                "reason": info.reason,
-                "remote": info.remote,
-                "clean": info.clean,
-            },
-            rec.owner,
-        )
-
-
-def _stream_opened(engine: ConnectionEngine, stream_rec: StreamRecord) -> None:
-    rec = stream_rec.session
-    session: WebTransportSession = rec.owner
-    stream: WebTransportReceiveStream
-    if stream_rec.unidirectional:
-        stream = WebTransportReceiveStream(session, stream_rec, engine)
-        if rec.incoming_uni is None:
-            rec.incoming_uni = deque()
-        rec.incoming_uni.append(stream)
-    else:
-        stream = WebTransportStream(session, stream_rec, engine)
-        if rec.incoming_bidi is None:
-            rec.incoming_bidi = deque()
-        rec.incoming_bidi.append(stream)
-    rec.counters["streams_accepted"] += 1
-    logger.debug(
-        "session %d: peer opened %s stream %d",
-        rec.session_id,
-        "unidirectional" if stream_rec.unidirectional else "bidirectional",
-        stream_rec.stream_id,
-    )
-    waiter = rec.incoming_waiter
-    if waiter is not None:
-        rec.incoming_waiter = None
-        _wake(waiter)
-    if (emitter := _emitter(rec, EventType.STREAM_OPENED)) is not None:
-        emitter.emit_nowait(
-            EventType.STREAM_OPENED, {"stream": stream, "stream_id": stream_rec.stream_id}, session
-        )
-
-
-_CREDIT_EVENTS = {
-    CAPSULE_WT_MAX_DATA: EventType.SESSION_MAX_DATA_UPDATED,
-    CAPSULE_WT_MAX_STREAMS_BIDI: EventType.SESSION_MAX_STREAMS_BIDI_UPDATED,
-}
-
-
-def session_event(engine: ConnectionEngine, event: pe.ProtocolEvent) -> None:
-    """Apply a protocol event to the public session and stream objects.
-
-    Args:
-        engine: The connection's engine.
-        event: An event from `WebTransportProtocol.next_event()`.
-    """
-    if isinstance(event, pe.StreamOpened):
-        _stream_opened(engine, event.stream)
-    elif isinstance(event, pe.StreamResetReceived | pe.StopSendingReceived):
-        stream_rec = event.stream
-        engine.wake_stream(stream_rec)
-        reset = isinstance(event, pe.StreamResetReceived)
-        error = stream_rec.read_error if reset else stream_rec.write_error
-        code = error.error_code if error is not None else None
-        logger.debug(
-            "stream %d: %s by the peer with code %s",
-            stream_rec.stream_id,
-            "reset" if reset else "stopped",
-            code,
-        )
-        event_type = EventType.STREAM_RESET_RECEIVED if reset else EventType.STOP_SENDING_RECEIVED
-        data = {"stream_id": stream_rec.stream_id, "error_code": code, "stream": stream_rec.owner}
-        for rec in (stream_rec, stream_rec.session):
-            if (emitter := _emitter(rec, event_type)) is not None:
-                emitter.emit_nowait(event_type, data, stream_rec.owner)
-    elif isinstance(event, pe.StreamClosed):
-        stream_rec = event.stream
-        logger.debug(
-            "session %d: stream %d closed", stream_rec.session.session_id, stream_rec.stream_id
-        )
-        if stream_rec.reader is not None or stream_rec.writers:
-            engine.wake_stream(stream_rec)
-        data = {
-            "stream_id": stream_rec.stream_id,
-            "session_id": stream_rec.session.session_id,
-            "stream": stream_rec.owner,
-        }
-        for rec in (stream_rec, stream_rec.session):
-            if (emitter := _emitter(rec, EventType.STREAM_CLOSED)) is not None:
-                emitter.emit_nowait(EventType.STREAM_CLOSED, data, stream_rec.owner)
-    elif isinstance(event, pe.SessionEstablished):
-        logger.debug(
-            "session %d established (%s)", event.session.session_id, event.session.dialect.name
-        )
-        _set_ready(event.session)
-    elif isinstance(event, pe.SessionClosed):
-        _session_closed(engine, event.session)
-    elif isinstance(event, pe.SessionDraining):
-        rec = event.session
-        if (emitter := _emitter(rec, EventType.SESSION_DRAINING)) is not None:
-            emitter.emit_nowait(
-                EventType.SESSION_DRAINING, {"session_id": rec.session_id}, rec.owner
-            )
-    elif isinstance(event, pe.SessionCreditUpdated):
-        rec = event.session
-        engine.wake_session_credit(rec)
-        event_type = _CREDIT_EVENTS.get(
-            event.capsule_type, EventType.SESSION_MAX_STREAMS_UNI_UPDATED
-        )
-        if (emitter := _emitter(rec, event_type)) is not None:
-            key = "max_data" if event_type is EventType.SESSION_MAX_DATA_UPDATED else "max_streams"
-            emitter.emit_nowait(
-                event_type, {"session_id": rec.session_id, key: event.value}, rec.owner
-            )
-    elif isinstance(event, pe.SessionPeerBlocked):
-        rec = event.session
-        blocked_data = event.capsule_type == CAPSULE_WT_DATA_BLOCKED
-        event_type = (
-            EventType.SESSION_DATA_BLOCKED if blocked_data else EventType.SESSION_STREAMS_BLOCKED
-        )
-        if (emitter := _emitter(rec, event_type)) is not None:
-            blocked: dict[str, Any] = {"session_id": rec.session_id}
-            if blocked_data:
-                blocked["max_data"] = event.value
-            else:
-                blocked["max_streams"] = event.value
-                blocked["is_unidirectional"] = event.capsule_type == CAPSULE_WT_STREAMS_BLOCKED_UNI
-            emitter.emit_nowait(event_type, blocked, rec.owner)

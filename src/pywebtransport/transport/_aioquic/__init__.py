@@ -44,7 +44,7 @@ from .features import AIOQUIC_VERSION, FEATURES, REFUSALS, Feature, enabled, par
 from .h3 import malformed_requests, new_h3
 from .queries import (
     can_open_stream,
-    datagram_frame_limit,
+    datagram_limits,
     has_unacked_stream_data,
     nothing_sent,
     peer_address,
@@ -68,7 +68,7 @@ __all__ = [
     "Feature",
     "after_handshake",
     "can_open_stream",
-    "datagram_frame_limit",
+    "datagram_limits",
     "enabled",
     "forget_stream_window",
     "has_unacked_stream_data",

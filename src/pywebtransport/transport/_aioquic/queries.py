@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from typing import Any, Final, cast
+from typing import Any, cast
 
 from aioquic.quic.connection import QuicConnection
 from cryptography import x509
@@ -160,25 +160,21 @@ def can_open_stream(quic: QuicConnection, unidirectional: bool) -> bool:
 
 # --------------------------------------------------------------------------- queries
 
-_PACKET_OVERHEAD: Final = 50
-"""Short header, packet number, AEAD tag and slack in a 1-RTT packet."""
 
-
-def datagram_frame_limit(quic: QuicConnection) -> int | None:
-    """Return the largest DATAGRAM frame payload that fits the peer's limit and one packet.
+def datagram_limits(quic: QuicConnection) -> tuple[int, int] | None:
+    """Return the peer's DATAGRAM frame limit and the current packet size.
 
     Args:
         quic: A connected connection.
 
     Returns:
-        The byte count, or None when the feature is off.
+        (the peer's `max_datagram_frame_size`, 0 when it takes none; the
+        UDP payload size in use), or None when the feature is off.
     """
     if not enabled("datagram_limit"):
         return None
     tuned: Any = quic
-    remote: int = tuned._remote_max_datagram_frame_size or 0
-    packet: int = tuned._max_datagram_size
-    return max(0, min(remote, packet - _PACKET_OVERHEAD))
+    return int(tuned._remote_max_datagram_frame_size or 0), int(tuned._max_datagram_size)
 
 
 def stats(quic: QuicConnection) -> dict[str, Any]:

@@ -9,8 +9,30 @@ from .. import _aioquic
 from .base import ProtocolBase
 from .records import SessionRecord
 
+PACKET_OVERHEAD: Final = 50
+"""Short header, packet number, AEAD tag and slack in a 1-RTT packet."""
+FRAME_OVERHEAD: Final = 1 + 2
+"""DATAGRAM frame type and a 2-byte length (aioquic sends DATAGRAM_WITH_LENGTH)."""
 _DATAGRAM_BUDGET: Final = 256
 """Datagrams handed to QUIC ahead of what it sent; the rest wait in session queues."""
+
+
+def max_datagram_payload(packet_size: int, peer_frame_limit: int | None, prefix: int) -> int:
+    """Return the largest datagram payload that fits in one QUIC packet.
+
+    Args:
+        packet_size: The UDP payload size in use.
+        peer_frame_limit: The peer's `max_datagram_frame_size` (0 when it
+            takes no datagrams), or None when unknown.
+        prefix: Bytes of the session's quarter stream id.
+
+    Returns:
+        The byte count (0 when no datagram fits).
+    """
+    frame = packet_size - PACKET_OVERHEAD
+    if peer_frame_limit is not None:
+        frame = min(frame, peer_frame_limit)
+    return max(0, frame - FRAME_OVERHEAD - prefix)
 
 
 class DatagramLayer(ProtocolBase):
