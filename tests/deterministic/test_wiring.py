@@ -47,7 +47,7 @@ def test_a_close_we_start_over_a_peer_error_is_not_reported_as_the_peers(
             # the session over the client's protocol error.
             engine = session.connection._engine
             bad = encode_capsule(CAPSULE_CLOSE_WEBTRANSPORT_SESSION, b"\x01")
-            engine.core.h3.send_data(session.session_id, bad, end_stream=False)
+            engine.core.quic.h3.send_data(session.session_id, bad, end_stream=False)
             engine.transmit()
             server_info = await sessions[0].wait_closed()
             assert server_info.remote is False

@@ -141,7 +141,7 @@ async def test_qpack_encoders_use_the_static_table_only(
     connections = [s.connection for s in sessions]
     connections += await _server_connections(echo_server, 2)
     for conn in connections:
-        h3 = conn._engine.core.h3
+        h3 = conn._engine.core.quic.h3
         assert isinstance(h3._encoder, _StaticTableEncoder)
         # Nothing on the encoder stream: no capacity instruction, no insertion.
         assert h3._encoder_bytes_sent == 0

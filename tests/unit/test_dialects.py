@@ -6,7 +6,7 @@ import pytest
 from aioquic.buffer import encode_uint_var
 from hypothesis import given
 from hypothesis import strategies as st
-from wire import Pair, received
+from wire import Pair, h3_of, received
 
 from pywebtransport.shared.constants import (
     CAPSULE_WT_MAX_DATA,
@@ -143,7 +143,7 @@ def test_max_data_capsule_raises_send_credit(certificate: CertificateInfo) -> No
     rec = pair.client_stream(session_id, unidirectional=True)
     before = pair.client.send_allowance(rec, 1 << 40)
     assert before == Limits().initial_max_data
-    pair.server.h3.send_data(
+    h3_of(pair.server).send_data(
         session_id,
         _varint_capsule(CAPSULE_WT_MAX_DATA, before + 5000),
         end_stream=False,
@@ -227,7 +227,7 @@ def _varint_capsule(capsule_type: int, value: int) -> bytes:
 def test_malformed_flow_capsule_closes_session(certificate: CertificateInfo) -> None:
     pair = Pair(certificate)
     session_id = pair.open_session("/fc", DRAFT15)
-    pair.server.h3.send_data(
+    h3_of(pair.server).send_data(
         session_id, encode_capsule(CAPSULE_WT_MAX_STREAMS_BIDI, b"\x40"), end_stream=False
     )
     pair.pump()

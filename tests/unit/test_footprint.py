@@ -8,7 +8,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicProtocolVersion
 from aioquic.tls import CipherSuite, KeySchedule, SessionTicket, SessionTicketHandler
-from wire import Pair
+from wire import Pair, h3_of
 
 from pywebtransport.shared.utils import CertificateInfo
 from pywebtransport.transport._aioquic import ConnectionTuning, after_handshake, new_quic_connection
@@ -136,9 +136,9 @@ _QPACK_ENCODER_STREAM_ERROR = 0x201
 def test_peers_are_told_our_qpack_table_holds_nothing(certificate: CertificateInfo) -> None:
     pair = Pair(certificate)
     pair.open_session()
-    for h3 in (pair.client.h3, pair.server.h3):
+    for h3 in (h3_of(pair.client), h3_of(pair.server)):
         assert isinstance(h3._decoder, _StaticTableDecoder)
-    for received in (pair.client.h3.received_settings, pair.server.h3.received_settings):
+    for received in (h3_of(pair.client).received_settings, h3_of(pair.server).received_settings):
         assert received is not None
         assert received[0x01] == 0  # SETTINGS_QPACK_MAX_TABLE_CAPACITY
         assert received[0x07] == 0  # SETTINGS_QPACK_BLOCKED_STREAMS

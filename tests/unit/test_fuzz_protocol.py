@@ -4,7 +4,7 @@ Each example builds a fresh in-memory aioquic pair (about 4 ms), opens two
 sessions and then throws arbitrary bytes at the server side: as a peer
 bidirectional or unidirectional stream, as a datagram, as capsules on a CONNECT
 stream, or as a CONNECT request. The invariants are always the same: no
-exception escapes `handle_event`, the bad input closes only what the protocol
+exception escapes the core, the bad input closes only what the protocol
 says (stream, session or, for connection errors HTTP/3 defines, the connection
 with an HTTP/3 code), and the other, healthy session keeps working.
 """
@@ -18,7 +18,7 @@ from aioquic.buffer import encode_uint_var
 from aioquic.h3 import events as h3e
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from wire import Datagram, Pair, received
+from wire import Datagram, Pair, h3_of, received
 
 from pywebtransport.shared.constants import (
     CAPSULE_CLOSE_WEBTRANSPORT_SESSION,
@@ -277,7 +277,7 @@ def test_capsules_on_connect_stream(
 ) -> None:
     pair, victim, healthy = _two_sessions(certificate)
     wire = b"".join(encode_capsule(t, v) for t, v in capsules) + tail
-    pair.client.h3.send_data(victim, wire, end_stream=False)
+    h3_of(pair.client).send_data(victim, wire, end_stream=False)
     pair.pump()
     closed = [e.session for e in pair.take_server(SessionClosed)]
     assert all(c.session_id == victim for c in closed)
@@ -411,7 +411,7 @@ def test_malformed_request_closes_only_its_stream(
     pair = Pair(certificate)
     healthy = pair.open_session("/healthy")
     stream_id = pair.cq.get_next_available_stream_id()
-    pair.client.h3.send_headers(stream_id, [*GOOD.items(), *bad], end_stream=False)
+    h3_of(pair.client).send_headers(stream_id, [*GOOD.items(), *bad], end_stream=False)
     pair.pump()
     assert pair.take_server(SessionRequested) == []
     assert pair.server_close is None, pair.server_close

@@ -8,7 +8,7 @@ from aioquic.h3 import events as h3e
 from aioquic.quic import events as qe
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from wire import CLIENT_ADDR, SERVER_ADDR, Datagram, Pair, make_quic_pair, received
+from wire import CLIENT_ADDR, SERVER_ADDR, Datagram, Pair, h3_of, make_quic_pair, received
 
 from pywebtransport.shared.constants import (
     CAPSULE_CLOSE_WEBTRANSPORT_SESSION,
@@ -167,12 +167,13 @@ def pair(certificate: CertificateInfo) -> Pair:
 def test_server_settings_arrive_with_its_first_flight(certificate: CertificateInfo) -> None:
     """SETTINGS are 0.5-RTT data: the client can send CONNECT when its handshake completes."""
     cq, sq = make_quic_pair(certificate)
-    client, server = WebTransportProtocol(cq), WebTransportProtocol(sq)
+    client = WebTransportProtocol(_aioquic.AioquicPort(cq))
+    server = WebTransportProtocol(_aioquic.AioquicPort(sq))
     cq.connect(SERVER_ADDR, now=1.0)
     for data, _addr in cq.datagrams_to_send(now=1.0):
         sq.receive_datagram(data, CLIENT_ADDR, now=1.0)
     while (event := sq.next_event()) is not None:
-        server.handle_event(event)
+        _aioquic.feed_event(server, event)
     # Only the server's first flight: the client has not even sent its Finished yet.
     for data, _addr in sq.datagrams_to_send(now=1.0):
         cq.receive_datagram(data, SERVER_ADDR, now=1.0)
@@ -182,7 +183,7 @@ def test_server_settings_arrive_with_its_first_flight(certificate: CertificateIn
         if isinstance(event, qe.StreamDataReceived):
             client.receive_stream_data(event.stream_id, event.data, event.end_stream)
         else:
-            client.handle_event(event)
+            _aioquic.feed_event(client, event)
     assert handshake_done
     assert client.peer_settings is not None
     assert client.peer_settings.get(0x2B603742) == 1
@@ -303,10 +304,10 @@ def test_raw_close_capsule_after_unknown_capsule(pair: Pair) -> None:
     session_id = pair.open_session()
     grease = encode_capsule(0x1F * 3 + 0x29, b"grease payload")
     close = encode_capsule(CAPSULE_CLOSE_WEBTRANSPORT_SESSION, (7).to_bytes(4, "big") + b"done")
-    pair.client.h3.send_data(session_id, grease, end_stream=False)
+    h3_of(pair.client).send_data(session_id, grease, end_stream=False)
     pair.pump()
     assert pair.take_server(SessionClosed) == []
-    pair.client.h3.send_data(session_id, close, end_stream=True)
+    h3_of(pair.client).send_data(session_id, close, end_stream=True)
     pair.pump()
     (closed,) = pair.take_server(SessionClosed)
     session = closed.session
@@ -316,7 +317,7 @@ def test_raw_close_capsule_after_unknown_capsule(pair: Pair) -> None:
 def test_malformed_close_capsule(pair: Pair) -> None:
     session_id = pair.open_session()
     bad = encode_capsule(CAPSULE_CLOSE_WEBTRANSPORT_SESSION, b"\x00\x01")
-    pair.client.h3.send_data(session_id, bad, end_stream=False)
+    h3_of(pair.client).send_data(session_id, bad, end_stream=False)
     pair.pump()
     (closed,) = pair.take_server(SessionClosed)
     assert closed.session.session_id == session_id
@@ -369,7 +370,7 @@ def test_capsule_after_close_in_the_same_data(pair: Pair) -> None:
     session_id = pair.open_session()
     wire = encode_capsule(CAPSULE_CLOSE_WEBTRANSPORT_SESSION, (3).to_bytes(4, "big"))
     wire += encode_capsule(0x29, b"after")
-    pair.client.h3.send_data(session_id, wire, end_stream=True)
+    h3_of(pair.client).send_data(session_id, wire, end_stream=True)
     pair.pump()
     (closed,) = pair.take_server(SessionClosed)
     assert closed.session.close_code == 3  # the first close wins

@@ -79,9 +79,16 @@ def feed(
         if delivered is not None:
             sink.append(Datagram(delivered[0].session_id, delivered[1]))
     else:
-        protocol.handle_event(event)
+        _aioquic.feed_event(protocol, event)
     while (out := protocol.next_event()) is not None:
         sink.append(out)
+
+
+def h3_of(protocol: WebTransportProtocol) -> H3Connection:
+    """The aioquic `H3Connection` under a protocol (to send what the core never would)."""
+    port = protocol.quic
+    assert isinstance(port, _aioquic.AioquicPort)
+    return port.h3
 
 
 def received(rec: StreamRecord) -> bytes:
@@ -113,8 +120,10 @@ class Pair:
         if raw_client_h3:
             self.raw_h3 = H3Connection(self.cq, enable_webtransport=True)
         else:
-            self.client = WebTransportProtocol(self.cq)
-        self.server = WebTransportProtocol(self.sq, limits=limits or Limits(max_sessions=8))
+            self.client = WebTransportProtocol(_aioquic.AioquicPort(self.cq))
+        self.server = WebTransportProtocol(
+            _aioquic.AioquicPort(self.sq), limits=limits or Limits(max_sessions=8)
+        )
         self.client_events: list[Any] = []
         self.server_events: list[Any] = []
         self.client_quic_events: list[qe.QuicEvent] = []

@@ -126,7 +126,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         self.config = config
         self.is_client: bool = quic.configuration.is_client
         self.core = WebTransportProtocol(
-            quic,
+            _aioquic.AioquicPort(quic),
             limits=Limits(
                 max_sessions=max_sessions,
                 initial_max_data=config.initial_max_data,
@@ -330,7 +330,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         elif isinstance(event, qe.ConnectionTerminated):
             self._terminate(event.error_code, event.reason_phrase)
         else:
-            self.core.handle_event(event)
+            _aioquic.feed_event(self.core, event)
 
     def _process_core_events(self) -> None:
         core = self.core

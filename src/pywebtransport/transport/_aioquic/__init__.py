@@ -4,9 +4,10 @@ One module per concern: `features` (the feature table and the environment
 switch), `checks` and `verify` (what is verified at import, and the warnings),
 `connection` (the QuicConnection the library builds: stream windows, connection
 ids, pacing, memory), `scheduling` (the active-stream scheduler), `queries`
-(read-only questions about aioquic's state) and `h3` (the H3Connection: QPACK,
-SETTINGS, malformed requests). This package re-exports what the rest of the
-library uses; ruff's SLF001 is ignored for this folder only.
+(read-only questions about aioquic's state), `h3` (the H3Connection: QPACK,
+SETTINGS, malformed requests) and `port` (the core's `QuicPort` over aioquic,
+and `feed_event`, which hands the core aioquic's events). This package
+re-exports what the rest of the library uses; ruff's SLF001 is ignored for this folder only.
 
 The rest of the library uses aioquic's public API only. What stock aioquic
 cannot do for us (backpressure on received data, pacing that suits event-loop
@@ -34,14 +35,12 @@ from .connection import (
     BurstPacer,
     ConnectionTuning,
     after_handshake,
-    forget_stream_window,
     manage_stream_window,
     new_quic_connection,
-    release_early_streams,
     set_stream_window,
 )
 from .features import AIOQUIC_VERSION, FEATURES, REFUSALS, Feature, enabled, parse_patch_setting
-from .h3 import malformed_requests, new_h3
+from .port import AioquicPort, feed_event
 from .queries import (
     can_open_stream,
     datagram_limits,
@@ -50,11 +49,8 @@ from .queries import (
     peer_address,
     peer_certificate,
     pending_datagrams,
-    reset_final_size,
     selector_socket,
     send_buffered,
-    send_finished,
-    sent_offset,
     stats,
 )
 from .verify import verify_features
@@ -63,6 +59,7 @@ __all__ = [
     "AIOQUIC_VERSION",
     "FEATURES",
     "REFUSALS",
+    "AioquicPort",
     "BurstPacer",
     "ConnectionTuning",
     "Feature",
@@ -70,24 +67,18 @@ __all__ = [
     "can_open_stream",
     "datagram_limits",
     "enabled",
-    "forget_stream_window",
+    "feed_event",
     "has_unacked_stream_data",
     "logic_digest",
-    "malformed_requests",
     "manage_stream_window",
-    "new_h3",
     "new_quic_connection",
     "nothing_sent",
     "parse_patch_setting",
     "peer_address",
     "peer_certificate",
     "pending_datagrams",
-    "release_early_streams",
-    "reset_final_size",
     "selector_socket",
     "send_buffered",
-    "send_finished",
-    "sent_offset",
     "set_stream_window",
     "stats",
 ]

@@ -13,15 +13,12 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 
-from aioquic.buffer import encode_uint_var
-from aioquic.h3.connection import H3Connection
-from aioquic.quic.connection import QuicConnection
-
-from .. import _aioquic
+from ...shared.utils import encode_varint
 from .capsules import encode_capsule
 from .dialects import Limits
 from .events import ProtocolEvent
 from .flow import Capsule
+from .quic import QuicPort
 from .records import HeldStream, SessionRecord, StreamIds, StreamRecord
 
 
@@ -52,7 +49,6 @@ class ProtocolBase:
         "_unread",
         "datagram_high_water_mark",
         "datagram_max_age",
-        "h3",
         "is_client",
         "limits",
         "max_capsule_size",
@@ -64,8 +60,7 @@ class ProtocolBase:
         "want_transmit",
     )
 
-    quic: QuicConnection
-    h3: H3Connection
+    quic: QuicPort
     limits: Limits
     is_client: bool
     max_capsule_size: int
@@ -99,12 +94,12 @@ class ProtocolBase:
     _unacked_prune_at: int
 
     def _safe_reset(self, stream_id: int, code: int) -> None:
-        with contextlib.suppress(*_aioquic.REFUSALS):
+        with contextlib.suppress(*self.quic.refusals):
             self.quic.reset_stream(stream_id, code)
         self.want_transmit = True
 
     def _safe_stop(self, stream_id: int, code: int) -> None:
-        with contextlib.suppress(*_aioquic.REFUSALS):
+        with contextlib.suppress(*self.quic.refusals):
             self.quic.stop_stream(stream_id, code)
         self.want_transmit = True
 
@@ -116,11 +111,11 @@ class ProtocolBase:
 
     def _send_capsules(self, session: SessionRecord, capsules: list[Capsule]) -> None:
         for capsule_type, value in capsules:
-            self._send_raw_capsule(session, encode_capsule(capsule_type, encode_uint_var(value)))
+            self._send_raw_capsule(session, encode_capsule(capsule_type, encode_varint(value)))
 
     def _send_raw_capsule(self, session: SessionRecord, capsule: bytes) -> None:
         if session.fin_sent or session.is_closed:
             return
-        with contextlib.suppress(*_aioquic.REFUSALS):  # the stream may have been reset meanwhile
-            self.h3.send_data(session.session_id, capsule, end_stream=False)
+        with contextlib.suppress(*self.quic.refusals):  # the stream may have been reset meanwhile
+            self.quic.send_data(session.session_id, capsule, False)
             self.want_transmit = True

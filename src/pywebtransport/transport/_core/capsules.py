@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from aioquic.buffer import encode_uint_var
-
-from ...shared.utils import decode_varint
+from ...shared.utils import decode_varint, encode_varint
 
 __all__ = ["decode_capsules", "encode_capsule"]
 
@@ -19,7 +17,7 @@ def encode_capsule(capsule_type: int, payload: bytes) -> bytes:
     Returns:
         Type, length and value as bytes.
     """
-    return encode_uint_var(capsule_type) + encode_uint_var(len(payload)) + payload
+    return encode_varint(capsule_type) + encode_varint(len(payload)) + payload
 
 
 def decode_capsules(buffer: bytearray, max_size: int) -> list[tuple[int, bytes]]:

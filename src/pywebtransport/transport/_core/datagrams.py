@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections import deque
 from typing import Final
 
-from .. import _aioquic
 from .base import ProtocolBase
 from .records import SessionRecord
 
 PACKET_OVERHEAD: Final = 50
 """Short header, packet number, AEAD tag and slack in a 1-RTT packet."""
 FRAME_OVERHEAD: Final = 1 + 2
-"""DATAGRAM frame type and a 2-byte length (aioquic sends DATAGRAM_WITH_LENGTH)."""
+"""DATAGRAM frame type and a 2-byte length (QUIC stacks send DATAGRAM_WITH_LENGTH)."""
 _DATAGRAM_BUDGET: Final = 256
 """Datagrams handed to QUIC ahead of what it sent; the rest wait in session queues."""
 
@@ -53,7 +52,7 @@ class DatagramLayer(ProtocolBase):
         Returns:
             False when the datagram must be queued instead (nothing was done).
         """
-        if session.outgoing or _aioquic.pending_datagrams(self.quic) >= _DATAGRAM_BUDGET:
+        if session.outgoing or self.quic.pending_datagrams() >= _DATAGRAM_BUDGET:
             return False
         self.quic.send_datagram_frame(session.datagram_prefix + data)
         self.want_transmit = True
@@ -101,7 +100,7 @@ class DatagramLayer(ProtocolBase):
             now: The current time.
         """
         quic = self.quic
-        budget = _DATAGRAM_BUDGET - _aioquic.pending_datagrams(quic)
+        budget = _DATAGRAM_BUDGET - quic.pending_datagrams()
         max_age = self.datagram_max_age
         backlog = self._datagram_backlog
         while budget > 0 and backlog:

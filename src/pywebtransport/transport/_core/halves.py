@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Final
 
-from aioquic.buffer import encode_uint_var
-
 from ...shared.constants import (
     BIDI_STREAM_SIGNAL,
     UNI_STREAM_TYPE,
 )
 from ...shared.exceptions import SessionClosedError, StreamError
-from .. import _aioquic
+from ...shared.utils import encode_varint
 from .codes import wt_to_http3_error
 from .datagrams import DatagramLayer
 from .events import StreamClosed
@@ -21,7 +19,7 @@ from .records import SessionRecord, StreamRecord, fresh
 def _stream_header(rec: StreamRecord) -> bytes:
     """The header a stream we open starts with: its type (or signal), then its session."""
     kind = UNI_STREAM_TYPE if rec.unidirectional else BIDI_STREAM_SIGNAL
-    return encode_uint_var(kind) + encode_uint_var(rec.session.session_id)
+    return encode_varint(kind) + encode_varint(rec.session.session_id)
 
 
 _MAX_UNREAD: Final = 1024
@@ -40,7 +38,7 @@ class StreamLayer(DatagramLayer):
         self, session: SessionRecord, stream_id: int, *, unidirectional: bool, local: bool
     ) -> StreamRecord:
         rec = StreamRecord(stream_id, session, unidirectional=unidirectional, local=local)
-        if rec.readable and _aioquic.manage_stream_window(self.quic, stream_id):
+        if rec.readable and self.quic.manage_stream_window(stream_id):
             rec.window_sent = self._stream_window
         self.streams[stream_id] = rec
         session.streams[stream_id] = rec
@@ -70,13 +68,13 @@ class StreamLayer(DatagramLayer):
             rec.fin_sent
             and rec.write_error is None
             and not session.is_closed
-            and _aioquic.enabled("stream_state")
-            and not _aioquic.send_finished(self.quic, stream_id)
+            and self.quic.tracks_delivery
+            and not self.quic.send_finished(stream_id)
         ):
             self._unacked[stream_id] = session
             if len(self._unacked) > self._unacked_prune_at:
                 self._prune_unacked()
-        _aioquic.forget_stream_window(self.quic, stream_id)
+        self.quic.forget_stream_window(stream_id)
         self._events.append(StreamClosed(rec))
         flow = session.flow
         if flow is not None and not rec.local and not session.is_closed:
@@ -84,7 +82,7 @@ class StreamLayer(DatagramLayer):
 
     def _prune_unacked(self) -> None:
         quic = self.quic
-        for stream_id in [i for i in self._unacked if _aioquic.send_finished(quic, i)]:
+        for stream_id in [i for i in self._unacked if quic.send_finished(i)]:
             del self._unacked[stream_id]
         self._unacked_prune_at = max(_UNACKED_PRUNE, 2 * len(self._unacked))
 
@@ -142,9 +140,9 @@ class StreamLayer(DatagramLayer):
         # session's credit on its side: count it as read, up to the final size.
         if session.flow is None or session.is_closed:
             return
-        final = _aioquic.reset_final_size(self.quic, stream_id)
+        final = self.quic.reset_final_size(stream_id)
         if final is None:
-            # Unknown (aioquic's internals differ): the peer sent at most what its
+            # Unknown (QUIC's internals differ): the peer sent at most what its
             # stream window allowed. Giving that back may over-credit by one
             # window, never starve the session.
             final = header_size + counted + self._stream_window
@@ -162,7 +160,7 @@ class StreamLayer(DatagramLayer):
             limit = rec.consumed + self._stream_window
             if limit - rec.window_sent >= self._half_window:
                 rec.window_sent = limit
-                _aioquic.set_stream_window(self.quic, rec.stream_id, limit)
+                self.quic.set_stream_window(rec.stream_id, limit)
                 self.want_transmit = True
 
     def _settle_unsent(self, rec: StreamRecord) -> None:
@@ -173,7 +171,7 @@ class StreamLayer(DatagramLayer):
         flow = rec.session.flow
         if flow is None or not rec.queued:
             return
-        sent = _aioquic.sent_offset(self.quic, rec.stream_id)
+        sent = self.quic.sent_offset(rec.stream_id)
         if sent is None:
             return
         header = len(_stream_header(rec)) if rec.local else 0
@@ -225,9 +223,9 @@ class StreamLayer(DatagramLayer):
         """
         rec.check_writable()
         try:
-            self.quic.send_stream_data(rec.stream_id, data, fin)  # type: ignore[arg-type]
-        except (RuntimeError, ValueError) as exc:
-            # aioquic refuses data after the stream was reset or finished: a
+            self.quic.send_stream_data(rec.stream_id, data, fin)
+        except self.quic.refusals as exc:
+            # QUIC refuses data after the stream was reset or finished: a
             # STOP_SENDING it answered before we knew of it.
             error = StreamError(
                 f"stream {rec.stream_id} cannot send: {exc}", stream_id=rec.stream_id, remote=True
@@ -302,7 +300,7 @@ class StreamLayer(DatagramLayer):
             None when a stream may be opened; `"quic"` when the connection's
             stream credit is used up; `"session"` when the session's is.
         """
-        if not _aioquic.can_open_stream(self.quic, unidirectional):
+        if not self.quic.can_open_stream(unidirectional):
             return "quic"
         flow = session.flow
         if flow is None:
@@ -330,10 +328,10 @@ class StreamLayer(DatagramLayer):
                 session_id=session.session_id,
             )
         quic = self.quic
-        stream_id = quic.get_next_available_stream_id(is_unidirectional=unidirectional)
+        stream_id = quic.next_stream_id(unidirectional)
         if session.flow is not None:
             session.flow.opened(unidirectional)
         rec = self._new_stream(session, stream_id, unidirectional=unidirectional, local=True)
-        quic.send_stream_data(stream_id, _stream_header(rec))
+        quic.send_stream_data(stream_id, _stream_header(rec), False)
         self.want_transmit = True
         return rec

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-from aioquic.h3.connection import MessageError, validate_header_name, validate_header_value
+from typing import Final
 
 from ...shared.constants import WT_PROTOCOL_TOKENS
 from .dialects import Dialect
@@ -121,15 +120,41 @@ def checked_headers(
     for name, value in headers:
         raw_name = _to_bytes(name).lower()
         raw_value = _to_bytes(value)
-        try:
-            if raw_name.startswith(b":"):
-                raise MessageError(f"Header {raw_name!r} is a pseudo-header")
-            validate_header_name(raw_name)
-            validate_header_value(raw_name, raw_value)
-        except MessageError as exc:
-            raise HeaderError(f"invalid {kind} header: {exc}") from exc
+        problem = header_problem(raw_name, raw_value)
+        if problem is not None:
+            raise HeaderError(f"invalid {kind} header: {problem}")
         checked.append((raw_name, raw_value))
     return checked
+
+
+_FIELD_WHITESPACE: Final = frozenset(b" \t")
+_FORBIDDEN_IN_VALUE: Final = frozenset(b"\x00\r\n")
+
+
+def header_problem(name: bytes, value: bytes) -> str | None:
+    """Say what makes a regular (not pseudo-) header invalid in HTTP/3, if anything.
+
+    RFC 9110 section 5.1 limits a name to token characters; RFC 9114 section
+    4.2 requires it lower-case; RFC 9110 section 5.5 forbids NUL, CR and LF in
+    a value, and leading or trailing whitespace.
+
+    Args:
+        name: The field name.
+        value: The field value.
+
+    Returns:
+        The problem, or None when the header is valid.
+    """
+    if name.startswith(b":"):
+        return f"Header {name!r} is a pseudo-header"
+    if not name or any(c <= 0x20 or 0x41 <= c <= 0x5A or c >= 0x7F or c == 0x3A for c in name):
+        return f"Header {name!r} contains invalid characters"
+    if not _FORBIDDEN_IN_VALUE.isdisjoint(value):
+        return f"Header {name!r} value has forbidden characters"
+    if value and (value[0] in _FIELD_WHITESPACE or value[-1] in _FIELD_WHITESPACE):
+        where = "starts" if value[0] in _FIELD_WHITESPACE else "ends"
+        return f"Header {name!r} value {where} with whitespace"
+    return None
 
 
 def field_section_size(headers: Iterable[tuple[bytes, bytes]]) -> int:

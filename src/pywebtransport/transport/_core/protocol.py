@@ -1,13 +1,17 @@
 """`WebTransportProtocol`: the WebTransport state of one QUIC connection, without I/O.
 
 QUIC events go in (`receive_stream_data`, `receive_datagram` for the hot paths,
-`handle_event` for the rest); protocol events come out of `next_event()`; every
-command leaves its bytes queued on the QUIC object and sets `want_transmit`.
-It never touches the event loop or the clock, so it is tested with literal
-bytes and in-memory connection pairs.
+`receive_reset`, `receive_stop_sending`, `protocol_negotiated` and `terminate`
+for the rest); protocol events come out of `next_event()`; every command
+leaves its bytes queued on the QUIC connection and sets `want_transmit`. It
+never touches the event loop or the clock, and it imports no QUIC library: it
+talks to QUIC through the `QuicPort` it is handed (`quic.py`), which the fence
+implements over aioquic (`transport/_aioquic/port.py`) and a test implements
+with dictionaries. So it is tested with literal bytes, with in-memory aioquic
+connection pairs and against a fake QUIC.
 
-Division of labour with aioquic's `H3Connection`: HTTP/3 control streams,
-QPACK and the CONNECT request streams go through `H3Connection`; WebTransport
+Division of labour with the HTTP/3 layer below the port: HTTP/3 control
+streams, QPACK and the CONNECT request streams go through it; WebTransport
 data streams never do. The first bytes of every new peer stream are peeked
 here: a WebTransport stream header (0x41 + session id on bidirectional
 streams, type 0x54 + session id on unidirectional ones) claims the stream for
@@ -30,10 +34,6 @@ from __future__ import annotations
 from collections import deque
 from typing import Final
 
-from aioquic.h3 import events as h3e
-from aioquic.quic import events as qe
-from aioquic.quic.connection import QuicConnection, stream_is_unidirectional
-
 from ...shared.constants import (
     BIDI_STREAM_SIGNAL,
     CAPSULE_CLOSE_WEBTRANSPORT_SESSION,
@@ -49,7 +49,6 @@ from ...shared.constants import (
 from ...shared.exceptions import StreamError
 from ...shared.types import SessionState
 from ...shared.utils import decode_varint
-from .. import _aioquic
 from .capsules import decode_capsules
 from .codes import http3_to_wt_error
 from .dialects import Limits, all_settings, dialect_of_request
@@ -69,6 +68,7 @@ from .events import (
 from .flow import FLOW_CAPSULES
 from .halves import _UNACKED_PRUNE
 from .headers import parse_request, parse_response
+from .quic import QuicPort, RequestData, RequestHeaders, StreamSignal
 from .records import HeldStream, SessionMove, SessionRecord, StreamIds, StreamRecord
 from .sessions import SessionLayer
 
@@ -86,11 +86,17 @@ _MAX_QUARTER_STREAM_ID: Final = 1 << 60
 """RFC 9297 section 2.1: a datagram's quarter stream id is below 2**60."""
 
 
+def _unidirectional(stream_id: int) -> bool:
+    """RFC 9000 section 2.1: bit 0x2 of a stream id marks a unidirectional stream."""
+    return bool(stream_id & 2)
+
+
 class WebTransportProtocol(SessionLayer):
     """The WebTransport state of one QUIC connection, without I/O.
 
     Args:
-        quic: The QUIC connection (client or server side).
+        quic: The QUIC connection (client or server side), through its port;
+            the core starts its HTTP/3 layer with every dialect's SETTINGS.
         limits: What this endpoint grants its peer; announced in SETTINGS for
             every dialect at once, so each session is served in the dialect
             its peer speaks. `max_sessions` also caps the sessions a peer may
@@ -109,8 +115,7 @@ class WebTransportProtocol(SessionLayer):
         datagram_max_age: Seconds a queued datagram stays sendable, or None.
 
     Attributes:
-        quic: The QUIC connection.
-        h3: Its HTTP/3 layer.
+        quic: The QUIC connection, through its port.
         is_client: Which side we are.
         sessions: Sessions not closed yet, by session id.
         streams: WebTransport streams delivered to sessions, by stream id.
@@ -122,7 +127,7 @@ class WebTransportProtocol(SessionLayer):
 
     def __init__(
         self,
-        quic: QuicConnection,
+        quic: QuicPort,
         *,
         limits: Limits | None = None,
         stream_window: int = 1024 * 1024,
@@ -136,7 +141,7 @@ class WebTransportProtocol(SessionLayer):
     ) -> None:
         self.quic = quic
         self.limits = limits if limits is not None else Limits()
-        self.is_client: bool = quic.configuration.is_client
+        self.is_client: bool = quic.is_client
         self.max_capsule_size = max_capsule_size
         self.max_field_section_size = max_field_section_size
         self._stream_window = stream_window
@@ -152,7 +157,7 @@ class WebTransportProtocol(SessionLayer):
         self._max_held_bytes = max_held_bytes
         settings = all_settings(self.limits)
         settings[SETTINGS_MAX_FIELD_SECTION_SIZE] = max_field_section_size
-        self.h3 = _aioquic.new_h3(quic, settings)
+        quic.start_http3(settings)
         self.sessions: dict[int, SessionRecord] = {}
         self.streams: dict[int, StreamRecord] = {}
         self.want_transmit = True
@@ -189,7 +194,7 @@ class WebTransportProtocol(SessionLayer):
     @property
     def peer_settings(self) -> dict[int, int] | None:
         """The peer's HTTP/3 SETTINGS, or None before they arrived."""
-        return self.h3.received_settings
+        return self.quic.peer_settings
 
     def next_event(self) -> ProtocolEvent | None:
         """Return the next protocol event, or None when there is none.
@@ -266,29 +271,15 @@ class WebTransportProtocol(SessionLayer):
 
     # ------------------------------------------------------------------ input: everything else
 
-    def handle_event(self, event: qe.QuicEvent) -> None:
-        """Process a QUIC event other than stream data and datagrams.
-
-        Args:
-            event: An event from `QuicConnection.next_event()`.
-        """
-        if isinstance(event, qe.StreamDataReceived):
-            self.receive_stream_data(event.stream_id, event.data, event.end_stream)
-        elif isinstance(event, qe.DatagramFrameReceived):
-            self.receive_datagram(event.data)
-        elif isinstance(event, qe.StreamReset):
-            self._receive_reset(event)
-        elif isinstance(event, qe.StopSendingReceived):
-            self._receive_stop_sending(event)
-        elif isinstance(event, qe.ProtocolNegotiated) and not self.is_client:
-            _aioquic.release_early_streams(self.quic)
+    def protocol_negotiated(self) -> None:
+        """Take QUIC's ProtocolNegotiated event: the server's early streams may leave."""
+        if not self.is_client:
+            self.quic.protocol_negotiated()
             self.want_transmit = True
-        elif isinstance(event, qe.ConnectionTerminated):
-            self.terminate(event.error_code, event.reason_phrase)
 
     def _receive_other(self, stream_id: int, data: bytes, fin: bool) -> None:
         if stream_id in self._http3:
-            self._to_h3(qe.StreamDataReceived(data=data, end_stream=fin, stream_id=stream_id))
+            self._to_h3(stream_id, data, fin)
             return
         if stream_id in self._refused:
             if fin:
@@ -297,7 +288,7 @@ class WebTransportProtocol(SessionLayer):
         if (stream_id & 1) == (0 if self.is_client else 1):
             # One of our streams that is no longer tracked: late data, dropped.
             return
-        tracker = self._peer_uni if stream_is_unidirectional(stream_id) else self._peer_bidi
+        tracker = self._peer_uni if _unidirectional(stream_id) else self._peer_bidi
         if not tracker.add(stream_id) and stream_id not in self._peeking:
             if self._is_held(stream_id):
                 self._hold_more(stream_id, data, fin)
@@ -312,7 +303,7 @@ class WebTransportProtocol(SessionLayer):
         else:
             buffer += data
             view = buffer
-        unidirectional = stream_is_unidirectional(stream_id)
+        unidirectional = _unidirectional(stream_id)
         head = decode_varint(view, 0)
         if head is not None:
             kind, pos = head
@@ -320,9 +311,7 @@ class WebTransportProtocol(SessionLayer):
                 # Not a WebTransport stream: HTTP/3 owns it from its first byte.
                 self._peeking.pop(stream_id, None)
                 self._http3.add(stream_id)
-                self._to_h3(
-                    qe.StreamDataReceived(data=bytes(view), end_stream=fin, stream_id=stream_id)
-                )
+                self._to_h3(stream_id, bytes(view), fin)
                 return
             session_field = decode_varint(view, pos)
             if session_field is not None:
@@ -373,37 +362,36 @@ class WebTransportProtocol(SessionLayer):
         self._events.append(StreamOpened(rec))
         early_stop = self._early_stops.pop(stream_id, None) if self._early_stops else None
         if early_stop is not None:
-            self._receive_stop_sending(
-                qe.StopSendingReceived(error_code=early_stop, stream_id=stream_id)
-            )
+            self.receive_stop_sending(stream_id, early_stop)
 
     # ------------------------------------------------------------------ HTTP/3
 
-    def _to_h3(self, event: qe.QuicEvent) -> None:
-        h3_events = self.h3.handle_event(event)
-        for stream_id in _aioquic.malformed_requests(self.h3):
+    def _to_h3(self, stream_id: int, data: bytes, fin: bool) -> None:
+        quic = self.quic
+        h3_events = quic.h3_stream_data(stream_id, data, fin)
+        for stream_id in quic.malformed_requests():
             self._refused[stream_id] = None
             self._http3.discard(stream_id)
             self._safe_stop(stream_id, ErrorCodes.H3_MESSAGE_ERROR)
             self._safe_reset(stream_id, ErrorCodes.H3_MESSAGE_ERROR)
-        if not self._settings_seen and self.h3.received_settings is not None:
+        if not self._settings_seen and quic.peer_settings is not None:
             self._settings_seen = True
-            peer = self.h3.received_settings
+            peer = quic.peer_settings
             for session in self.sessions.values():
                 # Sessions requested before the peer's SETTINGS arrived start from them now.
                 if session.flow is not None:
                     session.flow.apply_peer_settings(peer)
             self._events.append(SettingsReceived(dict(peer)))
         for h3_event in h3_events:
-            if isinstance(h3_event, h3e.HeadersReceived):
+            if isinstance(h3_event, RequestHeaders):
                 self._receive_headers(h3_event)
-                if h3_event.stream_ended:
+                if h3_event.ended:
                     self._request_stream_ended(h3_event.stream_id)
-            elif isinstance(h3_event, h3e.DataReceived):
-                self._receive_connect_data(h3_event.stream_id, h3_event.data, h3_event.stream_ended)
-                if h3_event.stream_ended:
+            elif isinstance(h3_event, RequestData):
+                self._receive_connect_data(h3_event.stream_id, h3_event.data, h3_event.ended)
+                if h3_event.ended:
                     self._request_stream_ended(h3_event.stream_id)
-            elif isinstance(h3_event, h3e.WebTransportStreamDataReceived):
+            elif isinstance(h3_event, StreamSignal):
                 # Only a WEBTRANSPORT_STREAM signal after a request's HEADERS reaches
                 # HTTP/3 as such (real WebTransport streams are claimed before it).
                 self._connection_error(
@@ -420,7 +408,7 @@ class WebTransportProtocol(SessionLayer):
             self._http3.discard(stream_id)
             self._closed_by_capsule.pop(stream_id, None)
 
-    def _receive_headers(self, event: h3e.HeadersReceived) -> None:
+    def _receive_headers(self, event: RequestHeaders) -> None:
         stream_id = event.stream_id
         session = self.sessions.get(stream_id)
         if self.is_client:
@@ -428,13 +416,13 @@ class WebTransportProtocol(SessionLayer):
                 return
             status, protocol = parse_response(list(event.headers), session.offered_protocols)
             session.headers = list(event.headers)
-            if 200 <= status < 300 and not event.stream_ended:
+            if 200 <= status < 300 and not event.ended:
                 session.protocol = protocol
                 session.move(SessionMove.ESTABLISH)
                 self._events.append(SessionEstablished(session))
                 self._release_held(session)
                 return
-            if not event.stream_ended:
+            if not event.ended:
                 self._safe_stop(stream_id, ErrorCodes.H3_REQUEST_CANCELLED)
             session.fin_sent = True
             session.rejected_with = status
@@ -443,12 +431,12 @@ class WebTransportProtocol(SessionLayer):
             return
         if session is not None:
             # Trailers on a CONNECT stream: nothing to do with them but a possible FIN.
-            if event.stream_ended:
+            if event.ended:
                 self._peer_finished(session)
             return
         request = parse_request(
             list(event.headers),
-            stream_ended=event.stream_ended,
+            stream_ended=event.ended,
             max_field_section_size=self.max_field_section_size,
         )
         if isinstance(request, int):
@@ -457,7 +445,7 @@ class WebTransportProtocol(SessionLayer):
         if len(self.sessions) >= self.limits.max_sessions:
             self._answer(stream_id, 429)
             return
-        dialect = dialect_of_request(request.protocol_token, self.h3.received_settings or {})
+        dialect = dialect_of_request(request.protocol_token, self.quic.peer_settings or {})
         session = self._new_session(stream_id, dialect)
         session.request = request
         session.path = request.path
@@ -549,12 +537,17 @@ class WebTransportProtocol(SessionLayer):
         self._end_session(session, 0, reason, by_peer=False, clean=False)
 
     def _connection_error(self, code: int, reason: str) -> None:
-        self.quic.close(error_code=code, reason_phrase=reason)
+        self.quic.close(code, reason)
         self.want_transmit = True
         self.terminate(code, reason)
 
-    def _receive_reset(self, event: qe.StreamReset) -> None:
-        stream_id = event.stream_id
+    def receive_reset(self, stream_id: int, error_code: int) -> None:
+        """Take QUIC's StreamReset event: the peer reset a stream's sending half.
+
+        Args:
+            stream_id: The stream.
+            error_code: The RESET_STREAM's application error code.
+        """
         header_incomplete = self._peeking.pop(stream_id, None) is not None
         unread = self._unread.pop(stream_id, None) if self._unread else None
         if unread is not None:
@@ -563,7 +556,7 @@ class WebTransportProtocol(SessionLayer):
         rec = self.streams.get(stream_id)
         if rec is not None:
             if not rec.read_done:
-                code = http3_to_wt_error(event.error_code)
+                code = http3_to_wt_error(error_code)
                 rec.reset_received = True
                 rec.chunks.clear()
                 rec.buffered = 0
@@ -595,9 +588,9 @@ class WebTransportProtocol(SessionLayer):
         self._closed_by_capsule.pop(stream_id, None)
         if stream_id in self._http3:
             self._http3.discard(stream_id)
-            self.h3.handle_event(event)
+            self.quic.h3_stream_reset(stream_id, error_code)
         elif session is None and (stream_id & 1) != (0 if self.is_client else 1):
-            tracker = self._peer_uni if stream_is_unidirectional(stream_id) else self._peer_bidi
+            tracker = self._peer_uni if _unidirectional(stream_id) else self._peer_bidi
             if tracker.add(stream_id) or header_incomplete:
                 self._early_stops.pop(stream_id, None)
                 self._reset_before_header(stream_id)
@@ -614,17 +607,22 @@ class WebTransportProtocol(SessionLayer):
         session = flow_sessions[0]
         flow = session.flow
         assert flow is not None
-        unidirectional = stream_is_unidirectional(stream_id)
+        unidirectional = _unidirectional(stream_id)
         flow.admit(unidirectional)
         self._send_capsules(session, flow.peer_stream_done(unidirectional))
 
-    def _receive_stop_sending(self, event: qe.StopSendingReceived) -> None:
-        stream_id = event.stream_id
+    def receive_stop_sending(self, stream_id: int, error_code: int) -> None:
+        """Take QUIC's StopSendingReceived event: the peer stopped reading a stream.
+
+        Args:
+            stream_id: The stream.
+            error_code: The STOP_SENDING's application error code.
+        """
         rec = self.streams.get(stream_id)
         if rec is not None:
             if not rec.write_done:
-                code = http3_to_wt_error(event.error_code)
-                # aioquic already reset the sending half in answer.
+                code = http3_to_wt_error(error_code)
+                # QUIC already reset the sending half in answer.
                 self._settle_unsent(rec)
                 self._fail_write(
                     rec,
@@ -638,16 +636,16 @@ class WebTransportProtocol(SessionLayer):
                 self._events.append(StopSendingReceived(rec))
             return
         if stream_id in self._http3:
-            self.h3.handle_event(event)
+            self.quic.h3_stop_sending(stream_id, error_code)
         elif self._may_be_unclaimed_peer_bidi(stream_id):
             # A STOP_SENDING that overtook the stream's first bytes: apply it once the
-            # stream is claimed (aioquic already reset our sending half).
-            self._early_stops[stream_id] = event.error_code
+            # stream is claimed (QUIC already reset our sending half).
+            self._early_stops[stream_id] = error_code
 
     def _may_be_unclaimed_peer_bidi(self, stream_id: int) -> bool:
         return (
             (stream_id & 1) != (0 if self.is_client else 1)
-            and not stream_is_unidirectional(stream_id)
+            and not _unidirectional(stream_id)
             and stream_id not in self._peer_bidi
             and len(self._early_stops) < _MAX_EARLY_STOPS
         )

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Sequence
 
-from aioquic.buffer import encode_uint_var
-
 from ...shared.constants import (
     CAPSULE_CLOSE_WEBTRANSPORT_SESSION,
     CAPSULE_DRAIN_WEBTRANSPORT_SESSION,
@@ -15,7 +13,7 @@ from ...shared.constants import (
 )
 from ...shared.exceptions import FlowControlError, StreamError
 from ...shared.types import SessionState
-from .. import _aioquic
+from ...shared.utils import encode_varint
 from .capsules import encode_capsule
 from .dialects import Dialect
 from .events import SessionClosed
@@ -32,9 +30,9 @@ class SessionLayer(HeldLayer):
 
     def _new_session(self, session_id: int, dialect: Dialect) -> SessionRecord:
         session = SessionRecord(session_id, is_client=self.is_client, dialect=dialect)
-        session.datagram_prefix = encode_uint_var(session_id // 4)
+        session.datagram_prefix = encode_varint(session_id // 4)
         if dialect.flow_control:
-            session.flow = SessionFlow(self.limits, self.h3.received_settings or {})
+            session.flow = SessionFlow(self.limits, self.quic.peer_settings or {})
         self.sessions[session_id] = session
         return session
 
@@ -65,13 +63,13 @@ class SessionLayer(HeldLayer):
         request = build_request(
             authority=authority, path=path, dialect=dialect, headers=headers, protocols=protocols
         )
-        stream_id = self.quic.get_next_available_stream_id()
+        stream_id = self.quic.next_stream_id(False)
         self._http3.add(stream_id)
         session = self._new_session(stream_id, dialect)
         session.path = path
         session.authority = authority
         session.offered_protocols = list(protocols)
-        self.h3.send_headers(stream_id, request, end_stream=False)
+        self.quic.send_headers(stream_id, request, False)
         self.want_transmit = True
         return session
 
@@ -94,7 +92,7 @@ class SessionLayer(HeldLayer):
         if session.state is not SessionState.CONNECTING or self.is_client:
             return
         response = build_response(session.dialect, protocol=protocol, headers=headers)
-        self.h3.send_headers(session.session_id, response, end_stream=False)
+        self.quic.send_headers(session.session_id, response, False)
         session.protocol = protocol
         session.move(SessionMove.ESTABLISH)
         self.want_transmit = True
@@ -165,15 +163,11 @@ class SessionLayer(HeldLayer):
         """
         if not session.is_open:
             return True
-        if not _aioquic.enabled("stream_state"):
+        if not self.quic.tracks_delivery:
             return False  # unknowable: the close waits for its bound
         quic = self.quic
         for rec in session.streams.values():
-            if (
-                rec.fin_sent
-                and rec.write_error is None
-                and not _aioquic.send_finished(quic, rec.stream_id)
-            ):
+            if rec.fin_sent and rec.write_error is None and not quic.send_finished(rec.stream_id):
                 return False
         self._prune_unacked()
         return session not in self._unacked.values()
@@ -190,8 +184,8 @@ class SessionLayer(HeldLayer):
                 encoded = encoded.decode("utf-8", "ignore").encode("utf-8")
                 payload = (code & 0xFFFFFFFF).to_bytes(4, "big") + encoded
                 session.fin_sent = True
-                with contextlib.suppress(*_aioquic.REFUSALS):  # the stream may be reset meanwhile
-                    self.h3.send_data(
+                with contextlib.suppress(*self.quic.refusals):  # the stream may be reset meanwhile
+                    self.quic.send_data(
                         sid, encode_capsule(CAPSULE_CLOSE_WEBTRANSPORT_SESSION, payload), True
                     )
         elif self.is_client:
@@ -233,8 +227,8 @@ class SessionLayer(HeldLayer):
         sid = session.session_id
         if not session.fin_sent:
             session.fin_sent = True
-            with contextlib.suppress(*_aioquic.REFUSALS):
-                self.h3.send_data(sid, b"", end_stream=True)
+            with contextlib.suppress(*self.quic.refusals):
+                self.quic.send_data(sid, b"", True)
         error = stream_error
         if error is None and code == ErrorCodes.WT_FLOW_CONTROL_ERROR:
             # Either side found a session flow-control limit overstepped (draft-15).
@@ -304,7 +298,7 @@ class SessionLayer(HeldLayer):
     def _answer(self, stream_id: int, status: int) -> None:
         self._http3.discard(stream_id)
         try:
-            self.h3.send_headers(stream_id, [(b":status", str(status).encode())], end_stream=True)
-        except _aioquic.REFUSALS:  # the request stream is gone or already answered
+            self.quic.send_headers(stream_id, [(b":status", str(status).encode())], True)
+        except self.quic.refusals:  # the request stream is gone or already answered
             self._safe_reset(stream_id, ErrorCodes.H3_REQUEST_REJECTED)
         self.want_transmit = True
