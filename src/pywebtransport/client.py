@@ -36,6 +36,7 @@ from .shared.exceptions import (
 )
 from .transport import _aioquic
 from .transport._core.records import SessionRecord
+from .transport._dispatch import FACADES
 from .transport._engine import ConnectionEngine
 from .transport._setup import (
     apply_log_level,
@@ -315,7 +316,7 @@ class WebTransportClient(EventEmitter):
                 max_streams_uni=config.quic_max_concurrent_uni_streams,
             ),
         )
-        engine = ConnectionEngine(quic, config, max_sessions=config.max_sessions)
+        engine = ConnectionEngine(quic, config, max_sessions=config.max_sessions, dispatch=FACADES)
         local: tuple[Any, ...] = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
         loop = asyncio.get_running_loop()
         try:

@@ -33,8 +33,8 @@ from .shared.types import Address, SessionState
 from .transport import _aioquic
 from .transport._admission import HandshakeAdmission, HandshakeGate
 from .transport._admission.addresses import AddressCounter
-from .transport._core.headers import select_protocol
 from .transport._core.records import SessionRecord
+from .transport._dispatch import FACADES
 from .transport._endpoint import ServerEndpoint
 from .transport._engine import ConnectionEngine
 from .transport._setup import (
@@ -318,7 +318,9 @@ class WebTransportServer(EventEmitter):
 
     def _new_connection(self, quic: QuicConnection, addr: Any) -> ConnectionEngine:
         config = self._config
-        engine = ConnectionEngine(quic, config, max_sessions=config.max_sessions_per_connection)
+        engine = ConnectionEngine(
+            quic, config, max_sessions=config.max_sessions_per_connection, dispatch=FACADES
+        )
         engine.owns_transport = False
         WebTransportConnection(engine)
         engine.on_session_request = self._on_session_request
@@ -392,10 +394,6 @@ class WebTransportServer(EventEmitter):
             return 429
         self._sessions_per_address.try_acquire(addr)
         self._session_addresses[record] = addr
-        supported = self._config.wt_supported_protocols
-        if supported and record.offered_protocols:
-            # The client's first offered protocol that the server speaks wins.
-            record.protocol = select_protocol(record.offered_protocols, supported)
         task = asyncio.get_running_loop().create_task(self._run_session(session))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -23,7 +23,7 @@ from pywebtransport.shared.constants import (
     ErrorCodes,
 )
 from pywebtransport.shared.exceptions import StreamError
-from pywebtransport.shared.types import SessionState
+from pywebtransport.shared.types import ConnectionState, SessionState
 from pywebtransport.shared.utils import encode_varint
 from pywebtransport.transport._core.capsules import decode_capsules, encode_capsule
 from pywebtransport.transport._core.codes import wt_to_http3_error
@@ -279,6 +279,27 @@ def test_malformed_peer_input_closes_the_connection_through_the_port() -> None:
     core.receive_datagram(b"\xd0" + bytes(7) + b"x")
     assert quic.closed is not None
     assert quic.closed[0] == ErrorCodes.H3_DATAGRAM_ERROR
+    # The connection closes (QUIC's closing period), its sessions end at once.
+    assert core.state is ConnectionState.CLOSING
+    assert not core.sessions
+    assert core.close_reason == quic.closed
+    # QUIC's ConnectionTerminated ends it; the first reason known stays.
+    core.terminate(0, "closing period over")
+    assert core.state is ConnectionState.CLOSED
+    assert core.close_reason == quic.closed
+
+
+def test_connection_state_lives_in_the_core() -> None:
+    core = WebTransportProtocol(FakeQuic())
+    assert core.state is ConnectionState.CONNECTING
+    core.handshake_completed()
+    assert core.state is ConnectionState.CONNECTED
+    assert core.begin_closing()
+    assert not core.begin_closing()  # already closing
+    assert core.state is ConnectionState.CLOSING
+    core.terminate(0x10, "bye")
+    assert (core.state, core.close_reason) == (ConnectionState.CLOSED, (0x10, "bye"))
+    assert not core.begin_closing()
 
 
 def test_capsules_from_the_peer_close_the_session() -> None:
@@ -319,3 +340,45 @@ def test_the_core_imports_nothing_below_it() -> None:
         for name in _imports(path):
             assert not name.startswith(("aioquic", "pylsqpack")), (path, name)
             assert not name.startswith(("..transport", "pywebtransport.transport")), (path, name)
+
+
+def _requested(supported: tuple[str, ...], offered: tuple[str, ...]) -> SessionRecord:
+    quic = FakeQuic()
+    core = WebTransportProtocol(quic, supported_protocols=supported)
+    quic.peer = all_settings(Limits())
+    request = build_request(
+        authority="example.test:443", path="/", dialect=DRAFT15, protocols=offered
+    )
+    quic.script[SESSION] = [RequestHeaders(SESSION, request, ended=False)]
+    core.receive_stream_data(SESSION, b"\x01\x00", False)
+    requested = [e for e in drain(core) if isinstance(e, SessionRequested)]
+    assert len(requested) == 1
+    session = requested[0].session
+    assert session.offered_protocols == list(offered)
+    return session
+
+
+def test_the_core_selects_the_clients_first_offered_protocol_the_server_speaks() -> None:
+    assert _requested(("chat", "echo"), ("echo", "chat")).protocol == "echo"
+    assert _requested(("chat",), ("echo",)).protocol is None
+    assert _requested((), ("echo",)).protocol is None
+
+
+def test_choose_protocol_takes_only_an_offered_protocol_before_the_answer() -> None:
+    quic = FakeQuic()
+    core = WebTransportProtocol(quic)
+    quic.peer = all_settings(Limits())
+    request = build_request(
+        authority="example.test:443", path="/", dialect=DRAFT15, protocols=("a", "b")
+    )
+    quic.script[SESSION] = [RequestHeaders(SESSION, request, ended=False)]
+    core.receive_stream_data(SESSION, b"\x01\x00", False)
+    session = next(e.session for e in drain(core) if isinstance(e, SessionRequested))
+    with pytest.raises(ValueError, match="not offered"):
+        core.choose_protocol(session, "c")
+    core.choose_protocol(session, "b")
+    core.accept(session, protocol=session.protocol)
+    assert (b"wt-protocol", b'"b"') in quic.headers[SESSION]
+    with pytest.raises(ValueError, match="before it accepts"):
+        core.choose_protocol(session, "a")
+    assert session.protocol == "b"

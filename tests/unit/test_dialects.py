@@ -36,6 +36,7 @@ from pywebtransport.transport._core.events import (
     StreamOpened,
 )
 from pywebtransport.transport._core.headers import select_protocol
+from pywebtransport.transport._core.records import StreamBlocker
 from pywebtransport.transport._core.sfv import (
     encode_sf_string,
     parse_sf_string,
@@ -168,7 +169,7 @@ def test_stream_limit_blocks_then_grants(certificate: CertificateInfo) -> None:
     assert pair.client.stream_blocker(session, unidirectional=True) is None
     rec = pair.client_stream(session_id, unidirectional=True)
     pair.client.send(rec, b"one", fin=True)
-    assert pair.client.stream_blocker(session, unidirectional=True) == "session"
+    assert pair.client.stream_blocker(session, unidirectional=True) is StreamBlocker.SESSION
     pair.pump()
     (opened,) = pair.take_server(StreamOpened)
     assert pair.server.read(opened.stream) == b"one"  # the application is done with it

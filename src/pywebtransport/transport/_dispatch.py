@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Final
 
 from ..shared.constants import (
     CAPSULE_WT_DATA_BLOCKED,
@@ -24,13 +24,11 @@ from ..shared.types import SessionCloseInfo
 from ..shared.utils import wake
 from ._core import events as pe
 from ._core.records import SessionRecord, StreamRecord
+from ._engine import ConnectionEngine, Dispatch
+from .session import WebTransportSession
 from .stream import WebTransportReceiveStream, WebTransportStream
 
-if TYPE_CHECKING:
-    from ._engine import ConnectionEngine
-    from .session import WebTransportSession
-
-__all__ = ["deliver_datagram", "session_event", "set_ready"]
+__all__ = ["FACADES", "deliver_datagram", "new_session", "session_event"]
 
 logger = logging.getLogger("pywebtransport.session")
 
@@ -40,7 +38,17 @@ def _emitter(rec: SessionRecord | StreamRecord, event_type: EventType) -> EventE
     return emitter if emitter is not None and emitter.has_listeners(event_type) else None
 
 
-def set_ready(rec: SessionRecord) -> None:
+def new_session(engine: ConnectionEngine, rec: SessionRecord) -> None:
+    """Create the public object of a session the peer requested (server side).
+
+    Args:
+        engine: The connection's engine.
+        rec: The requested session.
+    """
+    WebTransportSession(engine, rec)
+
+
+def _set_ready(rec: SessionRecord) -> None:
     """Resolve a session's `ready` future and emit `SESSION_READY`.
 
     Args:
@@ -216,7 +224,7 @@ def session_event(engine: ConnectionEngine, event: pe.ProtocolEvent) -> None:
         logger.debug(
             "session %d established (%s)", event.session.session_id, event.session.dialect.name
         )
-        set_ready(event.session)
+        _set_ready(event.session)
     elif isinstance(event, pe.SessionClosed):
         _session_closed(engine, event.session)
     elif isinstance(event, pe.SessionDraining):
@@ -250,3 +258,9 @@ def session_event(engine: ConnectionEngine, event: pe.ProtocolEvent) -> None:
                 blocked["max_streams"] = event.value
                 blocked["is_unidirectional"] = event.capsule_type == CAPSULE_WT_STREAMS_BLOCKED_UNI
             emitter.emit_nowait(event_type, blocked, rec.owner)
+
+
+FACADES: Final = Dispatch(
+    new_session=new_session, session_event=session_event, deliver_datagram=deliver_datagram
+)
+"""What every engine is built with: protocol events go to the public objects."""

@@ -23,6 +23,7 @@ import itertools
 import logging
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aioquic.quic import events as qe
@@ -39,9 +40,7 @@ from ._core import events as pe
 from ._core.dialects import Limits
 from ._core.protocol import WebTransportProtocol
 from ._core.records import SessionRecord, StreamRecord
-from ._dispatch import deliver_datagram, session_event
 from ._setup import close_secrets_log, drain_datagrams, stream_window
-from .session import WebTransportSession
 
 if TYPE_CHECKING:
     from .connection import WebTransportConnection
@@ -57,6 +56,22 @@ _ABORT_REFUSALS: tuple[type[Exception], ...] = (*_aioquic.REFUSALS, OSError)
 """What dropping a connection may meet: aioquic refusing, or a socket already gone."""
 
 
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """How the engine hands what the core reports to the public objects above it.
+
+    The engine imports nothing of the public objects: whoever builds it (the
+    client, the server) passes `transport._dispatch.FACADES`.
+    """
+
+    new_session: Callable[[ConnectionEngine, SessionRecord], None]
+    """Create the public object of a session the peer requested."""
+    session_event: Callable[[ConnectionEngine, pe.ProtocolEvent], None]
+    """Apply any protocol event but `SessionRequested` and received datagrams."""
+    deliver_datagram: Callable[[SessionRecord, bytes, int], None]
+    """Hand a received datagram to its session (session, payload, queue limit)."""
+
+
 class ConnectionEngine(asyncio.DatagramProtocol):
     """Drives one `QuicConnection` and its `WebTransportProtocol` on the event loop.
 
@@ -67,15 +82,17 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         quic: The QUIC connection (nothing sent or received yet).
         config: The client or server configuration.
         max_sessions: Sessions a peer may hold open on this connection.
+        dispatch: Where protocol events go (the public objects).
     """
 
     __slots__ = (
         "_alive_timer",
         "_answered",
         "_blocked",
-        "_datagram_queue",
         "_datagram_waiting",
+        "_dispatch",
         "_held_timer",
+        "_incoming_datagram_limit",
         "_next_ping",
         "_sent_this_tick",
         "_stream_credit_waiters",
@@ -84,7 +101,6 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         "_transmit_handle",
         "_transmit_late",
         "authority",
-        "close_reason",
         "config",
         "connection",
         "core",
@@ -109,7 +125,6 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         "receiving",
         "settings",
         "sock",
-        "state",
         "terminated",
         "transport",
     )
@@ -120,6 +135,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         config: ClientConfig | ServerConfig,
         *,
         max_sessions: int,
+        dispatch: Dispatch,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.quic = quic
@@ -141,10 +157,12 @@ class ConnectionEngine(asyncio.DatagramProtocol):
             max_held_per_session=config.max_pending_streams,
             datagram_high_water_mark=config.outgoing_datagram_high_water_mark,
             datagram_max_age=config.outgoing_datagram_max_age,
+            supported_protocols=(
+                config.wt_supported_protocols if isinstance(config, ServerConfig) else ()
+            ),
         )
         self.handle = next(_handles)
         """A process-unique number identifying the connection."""
-        self.state = ConnectionState.CONNECTING
         self.transport: asyncio.DatagramTransport | None = None
         self.owns_transport = self.is_client
         """A client engine owns its socket and closes it when the connection ends."""
@@ -153,7 +171,6 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         self.handshake: asyncio.Future[None] = self.loop.create_future()
         self.settings: asyncio.Future[dict[int, int]] = self.loop.create_future()
         self.terminated: asyncio.Future[None] = self.loop.create_future()
-        self.close_reason: tuple[int, str] | None = None
         self.created_at = self.loop.time()
         self.last_activity = self.created_at
         """Loop time the connection last carried a session."""
@@ -178,7 +195,8 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         """Writers waiting for their stream's send buffer to drain."""
         self._stream_credit_waiters: list[asyncio.Future[None]] = []
         """Tasks waiting for QUIC stream credit (checked after received datagrams)."""
-        self._datagram_queue = config.max_pending_datagrams
+        self._incoming_datagram_limit = config.max_pending_datagrams
+        self._dispatch = dispatch
         self._datagram_waiting: dict[SessionRecord, None] = {}
         """Sessions whose senders wait for room in the outgoing datagram queue."""
         self._held_timer: asyncio.TimerHandle | None = None
@@ -296,7 +314,9 @@ class ConnectionEngine(asyncio.DatagramProtocol):
                 if delivered is not None:
                     session, payload = delivered
                     if session.owner is not None:
-                        deliver_datagram(session, payload, self._datagram_queue)
+                        self._dispatch.deliver_datagram(
+                            session, payload, self._incoming_datagram_limit
+                        )
             else:
                 self._quic_event(event)
             if core.has_events():
@@ -308,7 +328,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
 
     def _quic_event(self, event: qe.QuicEvent) -> None:
         if isinstance(event, qe.HandshakeCompleted):
-            self.state = ConnectionState.CONNECTED
+            self.core.handshake_completed()
             if not self.handshake.done():
                 self.handshake.set_result(None)
             _aioquic.after_handshake(self.quic)
@@ -344,14 +364,14 @@ class ConnectionEngine(asyncio.DatagramProtocol):
                 self._session_requested(event.session)
             elif isinstance(event, pe.StreamClosed):
                 self._blocked.pop(event.stream, None)
-                session_event(self, event)
+                self._dispatch.session_event(self, event)
             elif isinstance(event, pe.SessionClosed):
                 self.last_activity = self.loop.time()
-                session_event(self, event)
+                self._dispatch.session_event(self, event)
                 if self.on_session_closed is not None:
                     self.on_session_closed(event.session)
             else:
-                session_event(self, event)
+                self._dispatch.session_event(self, event)
                 if isinstance(event, pe.SessionEstablished) and self.on_session_ready is not None:
                     self.on_session_ready(event.session)
             event = core.next_event()
@@ -359,7 +379,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
             self.transmit_soon()
 
     def _session_requested(self, session: SessionRecord) -> None:
-        WebTransportSession(self, session)
+        self._dispatch.new_session(self, session)
         logger.debug(
             "connection %d: session %d requested for %r (%s)",
             self.handle,
@@ -370,6 +390,16 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         status = 404 if self.on_session_request is None else self.on_session_request(session)
         if status is not None:
             self.reject(session, status)
+
+    @property
+    def state(self) -> ConnectionState:
+        """The connection's state (the core owns it)."""
+        return self.core.state
+
+    @property
+    def close_reason(self) -> tuple[int, str] | None:
+        """(error code, reason) the connection closed with, once known (the core's)."""
+        return self.core.close_reason
 
     # ------------------------------------------------------------------ transmit and timers
 
@@ -707,10 +737,11 @@ class ConnectionEngine(asyncio.DatagramProtocol):
     # ------------------------------------------------------------------ closing
 
     def _terminate(self, error_code: int, reason: str) -> None:
-        if self.state is ConnectionState.CLOSED:
+        core = self.core
+        if core.state is ConnectionState.CLOSED:
             return
-        self.state = ConnectionState.CLOSED
-        self.close_reason = (error_code, reason)
+        core.terminate(error_code, reason)
+        error_code, reason = core.close_reason or (error_code, reason)
         for timer in (self._alive_timer, self._timer, self._held_timer):
             if timer is not None:
                 timer.cancel()
@@ -728,7 +759,6 @@ class ConnectionEngine(asyncio.DatagramProtocol):
             if not future.done():
                 future.set_exception(error)
                 future.exception()  # mark retrieved: nobody may be waiting
-        self.core.terminate(error_code, reason)
         self._process_core_events()
         for rec in list(self._blocked):
             self._release_writers(rec)
@@ -788,7 +818,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         """
         if self.state is ConnectionState.CLOSED:
             return
-        self.state = ConnectionState.CLOSING
+        self.core.begin_closing()
         self.quic.close(error_code=error_code, reason_phrase=reason)
         self.transmit()
 

@@ -318,16 +318,15 @@ class WebTransportConnection:
             # aborting) before it sent CONNECTION_CLOSE would cut that wait short.
             await asyncio.shield(self._closed_gracefully)
             return
-        if engine.state is ConnectionState.CLOSING:
+        if not engine.core.begin_closing():
             return
-        engine.state = ConnectionState.CLOSING
         done = self._closed_gracefully = engine.loop.create_future()
         try:
             wait = engine.config.close_timeout if timeout is None else timeout
             closes = [(r, 0, reason) for r in engine.core.sessions.values() if r.is_open]
             await engine.finish_sessions(closes, wait)
             await engine.flush_streams(wait / 2)
-            if linger > 0 and engine.state is not ConnectionState.CLOSED:
+            if linger > 0 and not engine.terminated.done():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(engine.terminated), linger)
         finally:

@@ -27,8 +27,7 @@ from ..shared.types import Address, Buffer, Headers, SessionCloseInfo, SessionSt
 from . import _aioquic
 from ._core.datagrams import max_datagram_payload
 from ._core.headers import checked_headers
-from ._core.records import SessionRecord, StreamRecord
-from ._dispatch import set_ready
+from ._core.records import SessionRecord, StreamBlocker, StreamRecord
 from .stream import WebTransportReceiveStream, WebTransportSendStream, WebTransportStream
 
 if TYPE_CHECKING:
@@ -200,13 +199,14 @@ class WebTransportSession:
         """The negotiated subprotocol, or None.
 
         On the server it may be set before the session is accepted to select
-        one of `wt_available_protocols`.
+        one of `wt_available_protocols` (setting anything else raises
+        `ValueError`).
         """
         return self._rec.protocol
 
     @wt_protocol.setter
     def wt_protocol(self, value: str | None) -> None:
-        self._rec.protocol = value
+        self._engine.core.choose_protocol(self._rec, value)
 
     @property
     def wt_available_protocols(self) -> list[str] | None:
@@ -271,7 +271,6 @@ class WebTransportSession:
             rec.dialect.name,
             rec.protocol,
         )
-        set_ready(rec)
 
     async def reject(self, status_code: int = 403) -> None:
         """Refuse a requested session with an HTTP status (server side).
@@ -397,14 +396,14 @@ class WebTransportSession:
             logger.debug(
                 "session %d: opening a stream waits for the peer's %s stream credit",
                 rec.session_id,
-                "QUIC" if blocker == "quic" else "session",
+                blocker.value,
             )
             timeout = self._config.stream_creation_timeout
             try:
                 async with asyncio.timeout(timeout):
                     while blocker is not None:
                         engine.after_command()  # a WT_STREAMS_BLOCKED capsule may be queued
-                        if blocker == "quic":
+                        if blocker is StreamBlocker.QUIC:
                             await engine.wait_stream_credit()
                         else:
                             await engine.wait_session_credit(rec)

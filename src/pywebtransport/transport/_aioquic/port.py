@@ -198,5 +198,7 @@ def feed_event(core: WebTransportProtocol, event: qe.QuicEvent) -> None:
         core.receive_stop_sending(event.stream_id, event.error_code)
     elif isinstance(event, qe.ProtocolNegotiated):
         core.protocol_negotiated()
+    elif isinstance(event, qe.HandshakeCompleted):
+        core.handshake_completed()
     elif isinstance(event, qe.ConnectionTerminated):
         core.terminate(event.error_code, event.reason_phrase)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 
+from ...shared.types import ConnectionState
 from ...shared.utils import encode_varint
 from .capsules import encode_capsule
 from .dialects import Limits
@@ -47,6 +48,7 @@ class ProtocolBase:
         "_unacked",
         "_unacked_prune_at",
         "_unread",
+        "close_reason",
         "datagram_high_water_mark",
         "datagram_max_age",
         "is_client",
@@ -56,7 +58,9 @@ class ProtocolBase:
         "now",
         "quic",
         "sessions",
+        "state",
         "streams",
+        "supported_protocols",
         "want_transmit",
     )
 
@@ -68,8 +72,11 @@ class ProtocolBase:
     datagram_high_water_mark: int
     datagram_max_age: float | None
     now: float
+    state: ConnectionState
+    close_reason: tuple[int, str] | None
     sessions: dict[int, SessionRecord]
     streams: dict[int, StreamRecord]
+    supported_protocols: tuple[str, ...]
     want_transmit: bool
     _stream_window: int
     _half_window: int

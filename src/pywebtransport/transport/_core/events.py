@@ -53,7 +53,7 @@ class SessionRequested(ProtocolEvent):
 
 @dataclass(slots=True)
 class SessionEstablished(ProtocolEvent):
-    """The server accepted our CONNECT (client side)."""
+    """The session is established: the server's 2xx arrived (client), or `accept` (server)."""
 
     session: SessionRecord
     "The session (its `headers` hold the response, `protocol` the selected subprotocol)."

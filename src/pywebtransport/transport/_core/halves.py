@@ -13,7 +13,7 @@ from ...shared.utils import encode_varint
 from .codes import wt_to_http3_error
 from .datagrams import DatagramLayer
 from .events import StreamClosed
-from .records import SessionRecord, StreamRecord, fresh
+from .records import SessionRecord, StreamBlocker, StreamRecord, fresh
 
 
 def _stream_header(rec: StreamRecord) -> bytes:
@@ -285,7 +285,9 @@ class StreamLayer(DatagramLayer):
             ),
         )
 
-    def stream_blocker(self, session: SessionRecord, *, unidirectional: bool) -> str | None:
+    def stream_blocker(
+        self, session: SessionRecord, *, unidirectional: bool
+    ) -> StreamBlocker | None:
         """Return what keeps the session from opening another stream now, if anything.
 
         Checks QUIC stream credit and, with session flow control, the
@@ -297,17 +299,16 @@ class StreamLayer(DatagramLayer):
             unidirectional: The kind of stream.
 
         Returns:
-            None when a stream may be opened; `"quic"` when the connection's
-            stream credit is used up; `"session"` when the session's is.
+            None when a stream may be opened, else whose credit is used up.
         """
         if not self.quic.can_open_stream(unidirectional):
-            return "quic"
+            return StreamBlocker.QUIC
         flow = session.flow
         if flow is None:
             return None
         allowed, capsules = flow.can_open(unidirectional)
         self._send_capsules(session, capsules)
-        return None if allowed else "session"
+        return None if allowed else StreamBlocker.SESSION
 
     def open_stream(self, session: SessionRecord, *, unidirectional: bool) -> StreamRecord:
         """Open a WebTransport stream in a session and write its header.

@@ -32,6 +32,7 @@ this module is the top one, what the peer sends; `sessions`, `held`,
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from typing import Final
 
 from ...shared.constants import (
@@ -47,7 +48,7 @@ from ...shared.constants import (
     ErrorCodes,
 )
 from ...shared.exceptions import StreamError
-from ...shared.types import SessionState
+from ...shared.types import ConnectionState, SessionState
 from ...shared.utils import decode_varint
 from .capsules import decode_capsules
 from .codes import http3_to_wt_error
@@ -67,7 +68,7 @@ from .events import (
 )
 from .flow import FLOW_CAPSULES
 from .halves import _UNACKED_PRUNE
-from .headers import parse_request, parse_response
+from .headers import parse_request, parse_response, select_protocol
 from .quic import QuicPort, RequestData, RequestHeaders, StreamSignal
 from .records import HeldStream, SessionMove, SessionRecord, StreamIds, StreamRecord
 from .sessions import SessionLayer
@@ -113,6 +114,9 @@ class WebTransportProtocol(SessionLayer):
         datagram_high_water_mark: Datagrams a session queues while QUIC cannot
             send them; past it the oldest is dropped (`queue_datagram`).
         datagram_max_age: Seconds a queued datagram stays sendable, or None.
+        supported_protocols: Subprotocols this server speaks, in its order: a
+            requested session starts with the client's first offered one that
+            is among them (`choose_protocol` may change it before `accept`).
 
     Attributes:
         quic: The QUIC connection, through its port.
@@ -138,6 +142,7 @@ class WebTransportProtocol(SessionLayer):
         max_held_bytes: int = 64 * 1024,
         datagram_high_water_mark: int = 32,
         datagram_max_age: float | None = None,
+        supported_protocols: Sequence[str] = (),
     ) -> None:
         self.quic = quic
         self.limits = limits if limits is not None else Limits()
@@ -150,6 +155,7 @@ class WebTransportProtocol(SessionLayer):
         self._max_held_per_session = max_held_per_session
         self.datagram_high_water_mark = datagram_high_water_mark
         self.datagram_max_age = datagram_max_age
+        self.supported_protocols = tuple(supported_protocols)
         self._datagram_backlog: dict[int, SessionRecord] = {}
         """Sessions with queued outgoing datagrams, in round-robin order."""
         self.now = 0.0
@@ -158,6 +164,10 @@ class WebTransportProtocol(SessionLayer):
         settings = all_settings(self.limits)
         settings[SETTINGS_MAX_FIELD_SECTION_SIZE] = max_field_section_size
         quic.start_http3(settings)
+        self.state = ConnectionState.CONNECTING
+        """The QUIC connection's state (`handshake_completed`, `begin_closing`, `terminate`)."""
+        self.close_reason: tuple[int, str] | None = None
+        """(error code, reason) the connection closed with, once known."""
         self.sessions: dict[int, SessionRecord] = {}
         self.streams: dict[int, StreamRecord] = {}
         self.want_transmit = True
@@ -452,6 +462,9 @@ class WebTransportProtocol(SessionLayer):
         session.authority = request.authority
         session.headers = request.headers
         session.offered_protocols = request.offered_protocols
+        if self.supported_protocols and request.offered_protocols:
+            # The client's first offered protocol that the server speaks wins.
+            session.protocol = select_protocol(request.offered_protocols, self.supported_protocols)
         self._events.append(SessionRequested(session))
 
     def _receive_connect_data(self, stream_id: int, data: bytes, ended: bool) -> None:
@@ -537,9 +550,13 @@ class WebTransportProtocol(SessionLayer):
         self._end_session(session, 0, reason, by_peer=False, clean=False)
 
     def _connection_error(self, code: int, reason: str) -> None:
+        # QUIC's closing period follows; `terminate` comes when it ends.
         self.quic.close(code, reason)
         self.want_transmit = True
-        self.terminate(code, reason)
+        if self.close_reason is None:
+            self.close_reason = (code, reason)
+        self.begin_closing()
+        self._end_all_sessions(code, reason)
 
     def receive_reset(self, stream_id: int, error_code: int) -> None:
         """Take QUIC's StreamReset event: the peer reset a stream's sending half.

@@ -67,6 +67,15 @@ class SessionMove(enum.Enum):
     CLOSE = "close"
 
 
+class StreamBlocker(enum.Enum):
+    """Whose stream credit keeps a session from opening another stream."""
+
+    QUIC = "QUIC"
+    """The connection's: the peer's MAX_STREAMS."""
+    SESSION = "session"
+    """The session's (draft-15 flow control): the peer's WT_MAX_STREAMS."""
+
+
 SESSION_TRANSITIONS: Final[dict[SessionState, dict[SessionMove, SessionState]]] = {
     SessionState.CONNECTING: {
         SessionMove.ESTABLISH: SessionState.CONNECTED,

@@ -12,11 +12,11 @@ from ...shared.constants import (
     ErrorCodes,
 )
 from ...shared.exceptions import FlowControlError, StreamError
-from ...shared.types import SessionState
+from ...shared.types import ConnectionState, SessionState
 from ...shared.utils import encode_varint
 from .capsules import encode_capsule
 from .dialects import Dialect
-from .events import SessionClosed
+from .events import SessionClosed, SessionEstablished
 from .flow import SessionFlow
 from .headers import build_request, build_response
 from .held import HeldLayer
@@ -82,7 +82,8 @@ class SessionLayer(HeldLayer):
     ) -> None:
         """Accept a requested session with a 200 answer (server side).
 
-        Streams that arrived for it before are delivered now (`StreamOpened`).
+        Reports `SessionEstablished`, then delivers the streams that arrived
+        for it before (`StreamOpened`).
 
         Args:
             session: The session from `SessionRequested`.
@@ -96,7 +97,28 @@ class SessionLayer(HeldLayer):
         session.protocol = protocol
         session.move(SessionMove.ESTABLISH)
         self.want_transmit = True
+        self._events.append(SessionEstablished(session))
         self._release_held(session)
+
+    def choose_protocol(self, session: SessionRecord, protocol: str | None) -> None:
+        """Choose the subprotocol a requested session's answer selects (server side).
+
+        Args:
+            session: The session from `SessionRequested`, not accepted yet.
+            protocol: One of the protocols the client offered, or None for none.
+
+        Raises:
+            ValueError: The client did not offer it, or the session was already
+                answered (or this is the client).
+        """
+        if self.is_client or session.state is not SessionState.CONNECTING:
+            raise ValueError("only the server chooses a subprotocol, before it accepts")
+        if protocol is not None and protocol not in (session.offered_protocols or ()):
+            raise ValueError(
+                f"subprotocol {protocol!r} was not offered by the client "
+                f"(offered: {session.offered_protocols or []})"
+            )
+        session.protocol = protocol
 
     def reject(self, session: SessionRecord, status_code: int) -> None:
         """Refuse a requested session with an HTTP status (server side).
@@ -276,13 +298,38 @@ class SessionLayer(HeldLayer):
         self.want_transmit = True
         self._events.append(SessionClosed(session))
 
+    def handshake_completed(self) -> None:
+        """Take QUIC's HandshakeCompleted event: the connection is CONNECTED."""
+        if self.state is ConnectionState.CONNECTING:
+            self.state = ConnectionState.CONNECTED
+
+    def begin_closing(self) -> bool:
+        """Move the connection to CLOSING: a close (graceful or on an error) began.
+
+        Returns:
+            False when it was closing or closed already.
+        """
+        if self.state in (ConnectionState.CLOSING, ConnectionState.CLOSED):
+            return False
+        self.state = ConnectionState.CLOSING
+        return True
+
     def terminate(self, error_code: int, reason: str) -> None:
-        """Mark every session closed because the QUIC connection ended.
+        """Take QUIC's ConnectionTerminated: the connection is CLOSED, every session with it.
+
+        The first close code and reason known (a connection error found here,
+        else these) stay the connection's `close_reason`.
 
         Args:
             error_code: The connection's close code.
             reason: Its reason phrase.
         """
+        if self.close_reason is None:
+            self.close_reason = (error_code, reason)
+        self.state = ConnectionState.CLOSED
+        self._end_all_sessions(error_code, reason)
+
+    def _end_all_sessions(self, error_code: int, reason: str) -> None:
         error = StreamError(f"connection closed: {reason or 'no reason'}", error_code=error_code)
         for session in list(self.sessions.values()):
             session.fin_sent = True
