@@ -44,6 +44,9 @@ EXIT_USAGE = 2
 EXIT_FAILURE = 1
 
 
+_CONGESTION_CONTROL = ("cubic", "reno", "bbr")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pywebtransport", description="pywebtransport command line tools."
@@ -72,6 +75,12 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--key", default=None, help="PEM private key file")
     serve.add_argument(
         "--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)"
+    )
+    serve.add_argument(
+        "--congestion-control",
+        choices=_CONGESTION_CONTROL,
+        default=None,
+        help="QUIC congestion control (default: the config's, cubic); bbr suits lossy paths",
     )
     serve.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
 
@@ -189,6 +198,8 @@ def _serve(args: argparse.Namespace) -> int:
         elif app.config is None:
             _error(f"{args.app} has no ServerConfig: pass --cert and --key")
             return EXIT_USAGE
+        if args.congestion_control is not None and app.config is not None:
+            app.config = app.config.update(congestion_control_algorithm=args.congestion_control)
         app.run(args.host, args.port, workers=args.workers)
     except (CertificateError, ServerError, ConfigurationError, ValueError) as exc:
         _error(str(exc))
@@ -284,6 +295,12 @@ def _add_client_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
         help="after the end of input, wait this long at most for replies (default: 2)",
     )
     client.add_argument(
+        "--congestion-control",
+        choices=_CONGESTION_CONTROL,
+        default="cubic",
+        help="QUIC congestion control (default: cubic); bbr suits lossy paths",
+    )
+    client.add_argument(
         "--log-level",
         default="ERROR",
         help="logging level of the library and aioquic (default: ERROR; DEBUG to trace)",
@@ -302,10 +319,15 @@ def _client(args: argparse.Namespace) -> int:
         _error(f"--log-level: {exc}")
         return EXIT_USAGE
     try:
+        cc = args.congestion_control
         if args.insecure:
-            config = ClientConfig(verify_mode=ssl.CERT_NONE)
+            config = ClientConfig(verify_mode=ssl.CERT_NONE, congestion_control_algorithm=cc)
         else:
-            config = ClientConfig(ca_certs=args.ca, server_certificate_hashes=args.cert_hash)
+            config = ClientConfig(
+                ca_certs=args.ca,
+                server_certificate_hashes=args.cert_hash,
+                congestion_control_algorithm=cc,
+            )
     except ConfigurationError as exc:
         _error(str(exc))
         return EXIT_USAGE

@@ -70,6 +70,7 @@ async def serve(args: argparse.Namespace) -> None:
         bind_host="127.0.0.1",
         bind_port=args.port,
         max_datagram_size=1350,
+        congestion_control_algorithm=args.congestion_control,
     )
     async with WebTransportServer(config, handler=handler) as server:
         print("READY", flush=True)
@@ -92,7 +93,12 @@ def dropped(ns: str | None) -> int:
 
 
 async def client(args: argparse.Namespace) -> None:
-    config = ClientConfig(ca_certs=args.ca, connect_timeout=20.0, max_datagram_size=1350)
+    config = ClientConfig(
+        ca_certs=args.ca,
+        connect_timeout=20.0,
+        max_datagram_size=1350,
+        congestion_control_algorithm=args.congestion_control,
+    )
     sizes = [int(s) for s in args.sizes.split(",")]
     result: dict[str, Any] = {"ok": False}
     start = time.monotonic()
@@ -149,6 +155,7 @@ def main() -> None:
     parser.add_argument("--down", type=int, default=1)
     parser.add_argument("--datagrams", type=int, default=200)
     parser.add_argument("--nft-ns", default=None)
+    parser.add_argument("--congestion-control", default="cubic")
     args = parser.parse_args()
     if os.environ.get("PWT_PEER_LOG"):
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)

@@ -71,6 +71,7 @@ def _run_case(
     loss: int = 0,
     relay: list[str] | None = None,
     sizes: str = "1048576,1572864,2097152",
+    congestion_control: str = "cubic",
 ) -> dict[str, Any]:
     port = random.randint(20000, 40000)
     if loss:
@@ -102,6 +103,8 @@ def _run_case(
             certificate.certfile,
             "--key",
             certificate.keyfile,
+            "--congestion-control",
+            congestion_control,
         )
         procs.append(server)
         client_port = port
@@ -130,6 +133,8 @@ def _run_case(
                 certificate.certfile,
                 "--sizes",
                 sizes,
+                "--congestion-control",
+                congestion_control,
                 *(["--nft-ns", ns] if loss else []),
             ),
             capture_output=True,
@@ -169,16 +174,28 @@ def _check(result: dict[str, Any]) -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("loss", [5, 10])
-def test_random_loss(ns: str, certificate: CertificateInfo, loss: int) -> None:
-    result = _run_case(ns, certificate, loss=loss)
+@pytest.mark.parametrize(
+    ("loss", "congestion_control"), [(5, "cubic"), (10, "cubic"), (5, "bbr"), (10, "bbr")]
+)
+def test_random_loss(
+    ns: str, certificate: CertificateInfo, loss: int, congestion_control: str
+) -> None:
+    result = _run_case(ns, certificate, loss=loss, congestion_control=congestion_control)
     _check(result)
     assert result["nft"]["to_server"] > 0 and result["nft"]["to_client"] > 0
 
 
 @pytest.mark.timeout(60)
-def test_delay_reorder_duplicate(ns: str, certificate: CertificateInfo) -> None:
-    result = _run_case(ns, certificate, relay=["--delay", "10-20", "--reorder", "25", "--dup", "5"])
+@pytest.mark.parametrize("congestion_control", ["cubic", "bbr"])
+def test_delay_reorder_duplicate(
+    ns: str, certificate: CertificateInfo, congestion_control: str
+) -> None:
+    result = _run_case(
+        ns,
+        certificate,
+        relay=["--delay", "10-20", "--reorder", "25", "--dup", "5"],
+        congestion_control=congestion_control,
+    )
     _check(result)
     counts = result["relay"]
     assert counts["reordered"] > 0 and counts["duplicated"] > 0

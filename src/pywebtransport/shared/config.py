@@ -46,7 +46,7 @@ _MIB = 1024 * 1024
 _MIN_DATAGRAM_SIZE = 1200
 _MAX_DATAGRAM_SIZE = MAX_QUIC_DATAGRAM_SIZE
 
-_CONGESTION_CONTROL_ALGORITHMS = ("reno", "cubic")
+_CONGESTION_CONTROL_ALGORITHMS = ("reno", "cubic", "bbr")
 _RETRY_MODES = ("auto", "always", "never")
 
 # Integer fields whose value may legitimately be zero (an empty history, a peer
@@ -175,9 +175,10 @@ class BaseConfig:
             accepted and stored as a tuple). Must not be empty.
         close_timeout: How long a graceful close waits for the peer before
             resetting. Must be > 0.
-        congestion_control_algorithm: QUIC congestion control, `"cubic"` or
-            `"reno"`. `"bbr"` (accepted by the reference library) is rejected
-            because aioquic does not implement it.
+        congestion_control_algorithm: QUIC congestion control: `"cubic"`,
+            `"reno"` (aioquic's, loss-based) or `"bbr"` (this package's,
+            model-based: paces at the measured bottleneck rate and treats
+            loss below 2 % per round trip as noise; see the networks guide).
         connection_idle_timeout: QUIC idle timeout; a connection with no
             traffic for this long is closed. Must be > 0.
         event_history_capacity: Number of past events each `EventEmitter`
@@ -333,14 +334,10 @@ class BaseConfig:
             if hasattr(self, name):
                 _check_duration(name, getattr(self, name), allow_none=False, allow_zero=False)
         algorithm = self.congestion_control_algorithm
-        if algorithm == "bbr":
-            raise _fail(
-                "congestion_control_algorithm",
-                algorithm,
-                "aioquic has no BBR implementation; use 'cubic' or 'reno'",
-            )
         if algorithm not in _CONGESTION_CONTROL_ALGORITHMS:
-            raise _fail("congestion_control_algorithm", algorithm, "must be 'cubic' or 'reno'")
+            raise _fail(
+                "congestion_control_algorithm", algorithm, "must be 'cubic', 'reno' or 'bbr'"
+            )
         levels = logging.getLevelNamesMapping()
         if self.log_level is not None and (
             not isinstance(self.log_level, str) or self.log_level not in levels

@@ -5,9 +5,11 @@ switch), `checks` and `verify` (what is verified at import, and the warnings),
 `connection` (the QuicConnection the library builds: stream windows, connection
 ids, pacing, memory), `scheduling` (the active-stream scheduler), `queries`
 (read-only questions about aioquic's state), `h3` (the H3Connection: QPACK,
-SETTINGS, malformed requests) and `port` (the core's `QuicPort` over aioquic,
-and `feed_event`, which hands the core aioquic's events). This package
-re-exports what the rest of the library uses; ruff's SLF001 is ignored for this folder only.
+SETTINGS, malformed requests), `bbr` (BBR congestion control on aioquic's
+public congestion-control interface, registered as `"bbr"`) and `port` (the
+core's `QuicPort` over aioquic, and `feed_event`, which hands the core
+aioquic's events). This package re-exports what the rest of the library
+uses; ruff's SLF001 is ignored for this folder only.
 
 The rest of the library uses aioquic's public API only. What stock aioquic
 cannot do for us (backpressure on received data, pacing that suits event-loop

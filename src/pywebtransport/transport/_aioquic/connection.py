@@ -18,6 +18,7 @@ from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketPacer
 from aioquic.tls import Epoch
 
+from .bbr import BbrCongestionControl
 from .features import enabled
 from .scheduling import NO_QUEUE, SCHEDULING_METHODS, owe
 
@@ -121,7 +122,13 @@ class BurstPacer(QuicPacketPacer):
     bucket holds what the pacing rate allows over 2 ms, between 10 and 256
     packets (the shape of quinn's pacer), counted in packet times so the 1 µs
     floor cannot shrink it.
+
+    A congestion controller with a model of the path (BBR) sets the rate
+    itself (`set_pacing_rate`); aioquic's window / RTT updates are then ignored.
     """
+
+    controlled = False
+    """The congestion controller sets the rate (`set_pacing_rate`)."""
 
     def update_rate(self, congestion_window: int, smoothed_rtt: float) -> None:
         """Recompute the packet time and the burst from the congestion window and RTT.
@@ -130,8 +137,21 @@ class BurstPacer(QuicPacketPacer):
             congestion_window: Bytes the congestion controller allows in flight.
             smoothed_rtt: Smoothed round-trip time in seconds.
         """
+        if self.controlled:
+            return
+        self._apply(congestion_window / max(smoothed_rtt, _PACING_MIN_PACKET_TIME))
+
+    def set_pacing_rate(self, rate: float) -> None:
+        """Pace at `rate` bytes per second from now on (the controller's model).
+
+        Args:
+            rate: Bytes per second, above zero.
+        """
+        self.controlled = True
+        self._apply(rate)
+
+    def _apply(self, rate: float) -> None:
         size = self._max_datagram_size
-        rate = congestion_window / max(smoothed_rtt, _PACING_MIN_PACKET_TIME)
         packet_time = max(_PACING_MIN_PACKET_TIME, min(size / rate, 1.0))
         burst = rate * _PACING_BURST_INTERVAL / size
         burst = min(max(burst, _PACING_MIN_BURST_PACKETS), _PACING_MAX_BURST_PACKETS)
@@ -211,7 +231,10 @@ def new_quic_connection(
         # Announced in the transport parameters: the peer issues us at most this many.
         tuned._local_active_connection_id_limit = _ACTIVE_CONNECTION_ID_LIMIT
     if enabled("pacer"):
-        tuned._loss._pacer = BurstPacer(max_datagram_size=tuned._max_datagram_size)
+        pacer = tuned._loss._pacer = BurstPacer(max_datagram_size=tuned._max_datagram_size)
+        controller = tuned._loss._cc
+        if isinstance(controller, BbrCongestionControl):
+            controller.attach_pacer(pacer)
     if enabled("stream_limits"):
         # `sent` must follow: aioquic only sends MAX_STREAMS once `value` passes it,
         # so a limit below aioquic's 128 left at sent=128 would never be re-credited.
