@@ -13,7 +13,7 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 # Silences the mkdocs-material end-of-life banner in build output.
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: venv demo browsers peer-venv lint types test-fast test docs bench bench-full bench-smoke \
+.PHONY: venv demo browsers peer-venv lint types test-fast test docs bench bench-full bench-smoke bench-lossy \
 	test-aioquic-min test-patches-off
 
 $(BIN)/python:
@@ -108,6 +108,10 @@ bench: $(VENV)/.stamp-dev
 
 bench-full: $(VENV)/.stamp-dev
 	$(BIN)/python -m benchmarks --full
+
+# Lossy paths: ours with CUBIC and BBR against raw aioquic (results/lossy.jsonl, ~10 min).
+bench-lossy: $(VENV)/.stamp-dev
+	$(BIN)/python -m benchmarks.lossy
 
 bench-smoke: $(VENV)/.stamp-dev
 	$(BIN)/python -m benchmarks --smoke
