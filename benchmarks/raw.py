@@ -85,9 +85,12 @@ def quic_config(impl: str, is_client: bool, s: dict[str, Any]) -> QuicConfigurat
 # --------------------------------------------------------------------------- tuning
 
 # The tuned baseline's pacer, the same shape as our transport's (and quinn's): the bucket
-# holds what the pacing rate allows over 2 ms, 10 to 256 packets, counted in packet times.
+# holds what the pacing rate allows over 2 ms, 10 to 256 packets (2 to 256 from a 5 ms
+# RTT on), counted in packet times.
 _BURST_INTERVAL = 0.002
 _BURST_MIN_PACKETS = 10
+_BURST_MIN_PACKETS_LONG_PATH = 2  # from a 5 ms RTT on, as in our transport
+_LONG_PATH_RTT = 0.005
 _BURST_MAX_PACKETS = 256
 _MIN_PACKET_TIME = 1e-6
 _SOCKET_BUFFER = 4 * MiB
@@ -101,7 +104,10 @@ class BurstPacer(QuicPacketPacer):
         rate = congestion_window / max(smoothed_rtt, _MIN_PACKET_TIME)
         packet_time = max(_MIN_PACKET_TIME, min(self._max_datagram_size / rate, 1.0))
         burst = rate * _BURST_INTERVAL / self._max_datagram_size
-        burst = min(max(burst, _BURST_MIN_PACKETS), _BURST_MAX_PACKETS)
+        floor = (
+            _BURST_MIN_PACKETS_LONG_PATH if smoothed_rtt >= _LONG_PATH_RTT else _BURST_MIN_PACKETS
+        )
+        burst = min(max(burst, floor), _BURST_MAX_PACKETS)
         self.packet_time = packet_time
         self.bucket_max = burst * packet_time
         if self.bucket_time > self.bucket_max:

@@ -32,7 +32,7 @@ class RecordingPacer:
     def __init__(self) -> None:
         self.rate = 0.0
 
-    def set_pacing_rate(self, rate: float) -> None:
+    def set_pacing_rate(self, rate: float, rtt: float) -> None:
         self.rate = rate
 
 

@@ -37,11 +37,34 @@ def test_large_window_on_a_millisecond_clock_is_not_throttled_to_one_packet() ->
     srtt=st.floats(min_value=0.001, max_value=0.5),
     tick=st.sampled_from([0.0001, 0.001, 0.004]),
 )
-def test_burst_is_bounded_and_never_below_ten_packets(cwnd: int, srtt: float, tick: float) -> None:
+def test_burst_is_bounded_and_never_below_its_floor(cwnd: int, srtt: float, tick: float) -> None:
     pacer = _BurstPacer(max_datagram_size=MDS)
     per_tick = _packets_per_tick(pacer, cwnd, srtt, tick)
     # At most the 256-packet cap (+1 for the packet sent when the bucket runs dry)...
     assert per_tick <= 257
-    # ...and at least what the rate allows per step, up to the 10-packet minimum burst.
-    rate_packets = cwnd / srtt * tick / MDS
-    assert per_tick >= min(rate_packets, 10) * 0.9
+    # ...and at least what the rate allows per step, up to the burst: 2 ms of the rate,
+    # at least 10 packets (2 on paths of 5 ms or more).
+    rate = min(cwnd / srtt / MDS, 1e6)  # packets per second; 1 µs is the shortest packet time
+    floor = 2 if srtt >= 0.005 else 10
+    burst = min(max(rate * 0.002, floor), 256)
+    assert per_tick >= min(rate * tick, burst) * 0.9
+
+
+def test_on_a_long_path_a_small_window_is_not_sent_in_one_burst() -> None:
+    """20 ms, 10 packets of window: 2 packets at a time, so the receiver ACKs more often."""
+    pacer = _BurstPacer(max_datagram_size=MDS)
+    pacer.update_rate(congestion_window=10 * MDS, smoothed_rtt=0.02)
+    now = 1.0
+    burst = 0
+    while pacer.next_send_time(now) is None and burst < 100:
+        pacer.update_after_send(now)
+        burst += 1
+    assert burst <= 3
+    # On loopback (1 ms) the same window may leave at once: the clock's steps are coarse there.
+    pacer = _BurstPacer(max_datagram_size=MDS)
+    pacer.update_rate(congestion_window=10 * MDS, smoothed_rtt=0.001)
+    burst = 0
+    while pacer.next_send_time(now) is None and burst < 100:
+        pacer.update_after_send(now)
+        burst += 1
+    assert burst >= 10

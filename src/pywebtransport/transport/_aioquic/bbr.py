@@ -229,7 +229,7 @@ class BbrCongestionControl(QuicCongestionControl):
     # ------------------------------------------------------------------ pacing
 
     def attach_pacer(self, pacer: Any) -> None:
-        """Pace with the model's rate: `pacer` has `set_pacing_rate(bytes_per_second)`."""
+        """Pace with the model's rate: `pacer` has `set_pacing_rate(bytes_per_second, rtt)`."""
         self._pacer = pacer
         self._pace()
 
@@ -242,7 +242,8 @@ class BbrCongestionControl(QuicCongestionControl):
         else:
             self.pacing_rate = 0.0
         if self._pacer is not None and self.pacing_rate > 0:
-            self._pacer.set_pacing_rate(self.pacing_rate)
+            rtt = 0.0 if math.isinf(self._min_rtt) else self._min_rtt
+            self._pacer.set_pacing_rate(self.pacing_rate, rtt)
 
     # ------------------------------------------------------------------ the model
 

@@ -106,6 +106,9 @@ def _replenish_connection_ids(self: Any) -> None:
 
 _PACING_BURST_INTERVAL: Final = 0.002
 _PACING_MIN_BURST_PACKETS: Final = 10
+_PACING_LONG_PATH_MIN_BURST_PACKETS: Final = 2
+_PACING_LONG_PATH_RTT: Final = 0.005
+"""From this RTT on, the loop clock's 1 ms steps are small against the path's round trip."""
 _PACING_MAX_BURST_PACKETS: Final = 256
 _PACING_MIN_PACKET_TIME: Final = 1e-6
 
@@ -123,6 +126,12 @@ class BurstPacer(QuicPacketPacer):
     packets (the shape of quinn's pacer), counted in packet times so the 1 µs
     floor cannot shrink it.
 
+    On paths with a round trip of 5 ms or more the floor is 2 packets: there
+    a burst of 10 can be a whole congestion window, so the receiver
+    acknowledges a flight with one ACK, and on a lossy path every lost ACK
+    then hides a whole flight (with CUBIC, 20 ms and 5 % loss, the floor of 10
+    made uploads 0.77x as fast as aioquic's own pacer; `make bench-lossy`).
+
     A congestion controller with a model of the path (BBR) sets the rate
     itself (`set_pacing_rate`); aioquic's window / RTT updates are then ignored.
     """
@@ -139,22 +148,29 @@ class BurstPacer(QuicPacketPacer):
         """
         if self.controlled:
             return
-        self._apply(congestion_window / max(smoothed_rtt, _PACING_MIN_PACKET_TIME))
+        rate = congestion_window / max(smoothed_rtt, _PACING_MIN_PACKET_TIME)
+        self._apply(rate, smoothed_rtt)
 
-    def set_pacing_rate(self, rate: float) -> None:
+    def set_pacing_rate(self, rate: float, rtt: float = 0.0) -> None:
         """Pace at `rate` bytes per second from now on (the controller's model).
 
         Args:
             rate: Bytes per second, above zero.
+            rtt: The path's round trip in seconds (0 when unknown).
         """
         self.controlled = True
-        self._apply(rate)
+        self._apply(rate, rtt)
 
-    def _apply(self, rate: float) -> None:
+    def _apply(self, rate: float, rtt: float) -> None:
         size = self._max_datagram_size
         packet_time = max(_PACING_MIN_PACKET_TIME, min(size / rate, 1.0))
         burst = rate * _PACING_BURST_INTERVAL / size
-        burst = min(max(burst, _PACING_MIN_BURST_PACKETS), _PACING_MAX_BURST_PACKETS)
+        floor = (
+            _PACING_LONG_PATH_MIN_BURST_PACKETS
+            if rtt >= _PACING_LONG_PATH_RTT
+            else _PACING_MIN_BURST_PACKETS
+        )
+        burst = min(max(burst, floor), _PACING_MAX_BURST_PACKETS)
         self.packet_time = packet_time
         self.bucket_max = burst * packet_time
         if self.bucket_time > self.bucket_max:
