@@ -7,8 +7,9 @@ H3Connection) and HTTP datagrams. It transmits the way stock aioquic does: the p
 followed by ``transmit()`` at once. This is what a user writes with aioquic's public API.
 
 impl ``rawh3t`` (tuned): the same code plus what our transport adds underneath: a pacer burst
-sized for event-loop clocks (2 ms of the pacing rate, 10 to 256 packets, instead of aioquic's
-16-packet cap that shrinks as the window grows), 4 MiB socket buffers, and under asyncio's
+sized for event-loop clocks (2 ms of the pacing rate, 10 to 256 packets, 2 to 256 from a 5 ms
+RTT on, instead of aioquic's 16-packet cap that shrinks as the window grows), 4 MiB socket
+buffers, and under asyncio's
 selector loop batched reads (up to 32 queued datagrams per loop turn, then one transmit per
 connection for the batch). uvloop already reads in batches, so there only the pacer and the
 buffers differ.
