@@ -18,7 +18,7 @@ from pywebtransport import (
 from pywebtransport.shared.constants import CAPSULE_CLOSE_WEBTRANSPORT_SESSION
 from pywebtransport.shared.exceptions import StreamError
 from pywebtransport.transport._core.capsules import encode_capsule
-from pywebtransport.transport._core.protocol import WebTransportProtocol
+from pywebtransport.transport._core.protocol import WebTransportCore
 
 from .simnet import VirtualLoop, run_virtual, until
 
@@ -85,15 +85,15 @@ def test_session_credit_waiters_wake_on_credit_not_on_every_datagram(
             assert session.dialect == "draft-15"
             engine = session.connection._engine
             calls = 0
-            allowance = WebTransportProtocol.send_allowance
+            allowance = WebTransportCore.send_allowance
             core = engine.core
 
-            def counting(self: WebTransportProtocol, rec: Any, wanted: int) -> int:
+            def counting(self: WebTransportCore, rec: Any, wanted: int) -> int:
                 nonlocal calls
                 calls += self is core
                 return allowance(self, rec, wanted)
 
-            monkeypatch.setattr(WebTransportProtocol, "send_allowance", counting)
+            monkeypatch.setattr(WebTransportCore, "send_allowance", counting)
             stream = await session.create_bidirectional_stream()
             writer = asyncio.create_task(stream.write(b"x" * 20000, end_stream=True))
             await until(lambda: bool(streams))

@@ -1,6 +1,6 @@
 """The core against a fake QUIC: bytes in, events out, no aioquic anywhere.
 
-`WebTransportProtocol` talks to QUIC only through the `QuicPort` it is handed.
+`WebTransportCore` talks to QUIC only through the `QuicPort` it is handed.
 `FakeQuic` implements that port with a few dictionaries: what the core sends
 is recorded, the peer's HTTP/3 requests are scripted, acknowledgements are
 set by the test. Together with the import check below, this proves the core
@@ -37,7 +37,7 @@ from pywebtransport.transport._core.events import (
     StreamResetReceived,
 )
 from pywebtransport.transport._core.headers import build_request
-from pywebtransport.transport._core.protocol import WebTransportProtocol
+from pywebtransport.transport._core.protocol import WebTransportCore
 from pywebtransport.transport._core.quic import H3Event, RequestData, RequestHeaders
 from pywebtransport.transport._core.records import SessionRecord, StreamRecord
 
@@ -63,6 +63,8 @@ class FakeQuic:
         self.sent: dict[int, bytearray] = {}
         self.finished: set[int] = set()
         self.acked: set[int] = set()
+        self.left: set[int] = set()
+        """Streams some of whose bytes were transmitted."""
         self.resets: dict[int, int] = {}
         self.stops: dict[int, int] = {}
         self.datagrams: list[bytes] = []
@@ -161,6 +163,9 @@ class FakeQuic:
     def tracks_delivery(self) -> bool:
         return True
 
+    def nothing_sent(self, stream_id: int) -> bool:
+        return stream_id in self.sent and stream_id not in self.left
+
     def send_finished(self, stream_id: int) -> bool:
         return stream_id in self.acked
 
@@ -171,17 +176,17 @@ class FakeQuic:
         return None
 
 
-def drain(core: WebTransportProtocol) -> list[object]:
+def drain(core: WebTransportCore) -> list[object]:
     events = []
     while (event := core.next_event()) is not None:
         events.append(event)
     return events
 
 
-def established() -> tuple[FakeQuic, WebTransportProtocol, SessionRecord]:
+def established() -> tuple[FakeQuic, WebTransportCore, SessionRecord]:
     """A server core whose client opened one draft-15 session, accepted."""
     quic = FakeQuic()
-    core = WebTransportProtocol(quic, limits=Limits(max_sessions=4))
+    core = WebTransportCore(quic, limits=Limits(max_sessions=4))
     quic.peer = all_settings(Limits())
     request = build_request(authority="example.test:443", path="/chat", dialect=DRAFT15)
     quic.script[SESSION] = [RequestHeaders(SESSION, request, ended=False)]
@@ -200,7 +205,7 @@ def established() -> tuple[FakeQuic, WebTransportProtocol, SessionRecord]:
     return quic, core, session
 
 
-def open_peer_stream(core: WebTransportProtocol, stream_id: int, data: bytes) -> StreamRecord:
+def open_peer_stream(core: WebTransportCore, stream_id: int, data: bytes) -> StreamRecord:
     kind = UNI_STREAM_TYPE if stream_id & 2 else BIDI_STREAM_SIGNAL
     header = encode_varint(kind) + encode_varint(SESSION)
     assert core.receive_stream_data(stream_id, header + data, False) is None
@@ -211,7 +216,7 @@ def open_peer_stream(core: WebTransportProtocol, stream_id: int, data: bytes) ->
 
 def test_core_announces_every_dialects_settings_to_the_port() -> None:
     quic = FakeQuic()
-    WebTransportProtocol(quic, limits=Limits(max_sessions=4), max_field_section_size=1234)
+    WebTransportCore(quic, limits=Limits(max_sessions=4), max_field_section_size=1234)
     assert quic.settings is not None
     assert quic.settings.items() >= all_settings(Limits(max_sessions=4)).items()
     assert quic.settings[0x06] == 1234  # SETTINGS_MAX_FIELD_SECTION_SIZE
@@ -290,7 +295,7 @@ def test_malformed_peer_input_closes_the_connection_through_the_port() -> None:
 
 
 def test_connection_state_lives_in_the_core() -> None:
-    core = WebTransportProtocol(FakeQuic())
+    core = WebTransportCore(FakeQuic())
     assert core.state is ConnectionState.CONNECTING
     core.handshake_completed()
     assert core.state is ConnectionState.CONNECTED
@@ -344,7 +349,7 @@ def test_the_core_imports_nothing_below_it() -> None:
 
 def _requested(supported: tuple[str, ...], offered: tuple[str, ...]) -> SessionRecord:
     quic = FakeQuic()
-    core = WebTransportProtocol(quic, supported_protocols=supported)
+    core = WebTransportCore(quic, supported_protocols=supported)
     quic.peer = all_settings(Limits())
     request = build_request(
         authority="example.test:443", path="/", dialect=DRAFT15, protocols=offered
@@ -366,7 +371,7 @@ def test_the_core_selects_the_clients_first_offered_protocol_the_server_speaks()
 
 def test_choose_protocol_takes_only_an_offered_protocol_before_the_answer() -> None:
     quic = FakeQuic()
-    core = WebTransportProtocol(quic)
+    core = WebTransportCore(quic)
     quic.peer = all_settings(Limits())
     request = build_request(
         authority="example.test:443", path="/", dialect=DRAFT15, protocols=("a", "b")
@@ -428,3 +433,14 @@ def test_the_core_runs_without_aioquic() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout.strip()) >= 10
+
+
+def test_a_stream_reset_before_its_header_left_asks_for_a_transmit_first() -> None:
+    quic, core, session = established()
+    rec = core.open_stream(session, unidirectional=True)
+    assert core.reset_needs_flush(rec)  # only the header is queued, nothing left
+    quic.left.add(rec.stream_id)
+    assert not core.reset_needs_flush(rec)
+    core.reset(rec, 3)
+    assert quic.resets[rec.stream_id] == wt_to_http3_error(3)
+    assert not core.reset_needs_flush(rec)  # the sending half is done

@@ -1,4 +1,4 @@
-"""Sans-I/O tests of `WebTransportProtocol`: literal bytes and in-memory QUIC pairs."""
+"""Sans-I/O tests of `WebTransportCore`: literal bytes and in-memory QUIC pairs."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from pywebtransport.transport._core.events import (
     SessionRequested,
     StreamOpened,
 )
-from pywebtransport.transport._core.protocol import WebTransportProtocol
+from pywebtransport.transport._core.protocol import WebTransportCore
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -167,8 +167,8 @@ def pair(certificate: CertificateInfo) -> Pair:
 def test_server_settings_arrive_with_its_first_flight(certificate: CertificateInfo) -> None:
     """SETTINGS are 0.5-RTT data: the client can send CONNECT when its handshake completes."""
     cq, sq = make_quic_pair(certificate)
-    client = WebTransportProtocol(_aioquic.AioquicPort(cq))
-    server = WebTransportProtocol(_aioquic.AioquicPort(sq))
+    client = WebTransportCore(_aioquic.AioquicPort(cq))
+    server = WebTransportCore(_aioquic.AioquicPort(sq))
     cq.connect(SERVER_ADDR, now=1.0)
     for data, _addr in cq.datagrams_to_send(now=1.0):
         sq.receive_datagram(data, CLIENT_ADDR, now=1.0)

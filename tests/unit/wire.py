@@ -1,4 +1,4 @@
-"""In-memory QUIC pairs under the sans-I/O `WebTransportProtocol`: bytes in, events out.
+"""In-memory QUIC pairs under the sans-I/O `WebTransportCore`: bytes in, events out.
 
 No sockets and no event loop: datagrams move between two aioquic connections
 with an explicit clock, and each side's QUIC events go through the protocol's
@@ -21,7 +21,7 @@ from pywebtransport.shared.utils import CertificateInfo
 from pywebtransport.transport import _aioquic
 from pywebtransport.transport._core import events as pe
 from pywebtransport.transport._core.dialects import DRAFT02, Dialect, Limits
-from pywebtransport.transport._core.protocol import WebTransportProtocol
+from pywebtransport.transport._core.protocol import WebTransportCore
 from pywebtransport.transport._core.records import SessionRecord, StreamRecord
 
 CLIENT_ADDR = ("127.0.0.1", 40000)
@@ -60,7 +60,7 @@ def make_quic_pair(certificate: CertificateInfo) -> tuple[QuicConnection, QuicCo
 
 
 def feed(
-    protocol: WebTransportProtocol,
+    protocol: WebTransportCore,
     event: qe.QuicEvent,
     sink: list[Any],
     split: Callable[[qe.StreamDataReceived], bool] = lambda event: False,
@@ -84,7 +84,7 @@ def feed(
         sink.append(out)
 
 
-def h3_of(protocol: WebTransportProtocol) -> H3Connection:
+def h3_of(protocol: WebTransportCore) -> H3Connection:
     """The aioquic `H3Connection` under a protocol (to send what the core never would)."""
     port = protocol.quic
     assert isinstance(port, _aioquic.AioquicPort)
@@ -97,7 +97,7 @@ def received(rec: StreamRecord) -> bytes:
 
 
 class Pair:
-    """A client and a server `QuicConnection`, each under a `WebTransportProtocol`.
+    """A client and a server `QuicConnection`, each under a `WebTransportCore`.
 
     Args:
         certificate: The server's certificate.
@@ -116,12 +116,12 @@ class Pair:
         self.now = 1.0
         self.cq, self.sq = make_quic_pair(certificate)
         self.raw_h3: H3Connection | None = None
-        self.client: WebTransportProtocol = None  # type: ignore[assignment]
+        self.client: WebTransportCore = None  # type: ignore[assignment]
         if raw_client_h3:
             self.raw_h3 = H3Connection(self.cq, enable_webtransport=True)
         else:
-            self.client = WebTransportProtocol(_aioquic.AioquicPort(self.cq))
-        self.server = WebTransportProtocol(
+            self.client = WebTransportCore(_aioquic.AioquicPort(self.cq))
+        self.server = WebTransportCore(
             _aioquic.AioquicPort(self.sq), limits=limits or Limits(max_sessions=8)
         )
         self.client_events: list[Any] = []

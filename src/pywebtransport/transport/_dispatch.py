@@ -184,7 +184,7 @@ def session_event(engine: ConnectionEngine, event: pe.ProtocolEvent) -> None:
 
     Args:
         engine: The connection's engine.
-        event: An event from `WebTransportProtocol.next_event()`.
+        event: An event from `WebTransportCore.next_event()`.
     """
     if isinstance(event, pe.StreamOpened):
         _stream_opened(engine, event.stream)

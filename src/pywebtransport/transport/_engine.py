@@ -1,18 +1,28 @@
 """The asyncio engine of one QUIC connection: a pump plus waiters.
 
 `ConnectionEngine` feeds received datagrams to aioquic's `QuicConnection`,
-hands QUIC events to the sans-I/O `WebTransportProtocol`, turns protocol events
+hands QUIC events to the sans-I/O `WebTransportCore`, turns protocol events
 into wake-ups of the futures parked on session and stream records, and
 transmits. It owns the connection's timers (QUIC loss/idle timer, keep-alive
 and the idle deadline) and nothing else: protocol state lives in the protocol's
 records, and the public objects (`WebTransportConnection`, sessions, streams)
 call the engine's methods.
 
-Transmission: while received datagrams are being processed, sends are
-deferred to one transmit after the batch (the answers of woken readers then
-share a packet with the ACK); any other send goes out at once, except that
-sends within one loop iteration after the first are coalesced into one
-deferred transmit.
+Transmission, one policy with one entry point for commands: after a command
+the public objects call `after_command()` (`defer=True` when what follows
+should share the packet). It delivers the command's protocol events and, when
+the core queued bytes (`want_transmit`), sends them:
+
+- while received datagrams are being processed, nothing is sent: one
+  transmit follows the batch, two loop iterations later, so the answers of
+  woken readers share a packet with the ACK;
+- otherwise the first command of a loop iteration transmits at once, later
+  ones in the same iteration join one deferred transmit (`_flush`,
+  `_transmit_soon`).
+
+`transmit()` itself sends whatever QUIC has queued (and feeds queued
+datagrams); the engine calls it directly only where the order on the wire
+matters (a reset after the stream's header, a close, a timer).
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ from ..shared.utils import wake
 from . import _aioquic
 from ._core import events as pe
 from ._core.dialects import Limits
-from ._core.protocol import WebTransportProtocol
+from ._core.protocol import WebTransportCore
 from ._core.records import SessionRecord, StreamRecord
 from ._setup import close_secrets_log, drain_datagrams, stream_window
 
@@ -73,7 +83,7 @@ class Dispatch:
 
 
 class ConnectionEngine(asyncio.DatagramProtocol):
-    """Drives one `QuicConnection` and its `WebTransportProtocol` on the event loop.
+    """Drives one `QuicConnection` and its `WebTransportCore` on the event loop.
 
     A client engine is the protocol of its own UDP socket; a server engine
     receives its datagrams from the server endpoint, which shares one socket.
@@ -141,7 +151,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         self.quic = quic
         self.config = config
         self.is_client: bool = quic.configuration.is_client
-        self.core = WebTransportProtocol(
+        self.core = WebTransportCore(
             _aioquic.AioquicPort(quic),
             limits=Limits(
                 max_sessions=max_sessions,
@@ -376,7 +386,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
                     self.on_session_ready(event.session)
             event = core.next_event()
         if core.want_transmit:
-            self.transmit_soon()
+            self._transmit_soon()
 
     def _session_requested(self, session: SessionRecord) -> None:
         self._dispatch.new_session(self, session)
@@ -434,7 +444,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
             self._timer = self.loop.call_at(timer_at, self._on_timer)
         self._timer_at = timer_at
 
-    def transmit_soon(self) -> None:
+    def _transmit_soon(self) -> None:
         """Transmit at the next loop iteration, or at the end of the receive batch under way."""
         if self.receiving:
             self._answered = True
@@ -447,14 +457,14 @@ class ConnectionEngine(asyncio.DatagramProtocol):
             self._transmit_late = False
             self._transmit_handle = self.loop.call_soon(self.transmit)
 
-    def flush(self) -> None:
+    def _flush(self) -> None:
         """Transmit what a command queued: now, unless a receive batch is in progress.
 
         Within one loop iteration only the first command transmits at once;
         later ones join one deferred transmit.
         """
         if self.receiving or self._sent_this_tick:
-            self.transmit_soon()
+            self._transmit_soon()
             return
         self._sent_this_tick = True
         self.loop.call_soon(self._new_tick)
@@ -470,7 +480,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         core = self.core
         if not core.send_datagram(session, data):
             core.queue_datagram(session, data, self.loop.time())
-        self.transmit_soon()
+        self._transmit_soon()
 
     def wait_datagram_room(self, session: SessionRecord) -> asyncio.Future[None]:
         """Return a future woken when the session's outgoing datagram queue has room.
@@ -705,16 +715,14 @@ class ConnectionEngine(asyncio.DatagramProtocol):
     def reset_stream(self, rec: StreamRecord, error_code: int) -> None:
         """Reset a stream's sending half (RESET_STREAM) and transmit.
 
-        A stream reset before any of its bytes left never shows the peer its
-        header: the peer could not tell which session it belonged to, nor give
-        back the session's stream credit (draft-15). Its queued bytes leave
-        first, so the header is on its way ahead of the reset.
+        When the core says so (`reset_needs_flush`), the stream's queued bytes
+        leave first, so its header is on its way ahead of the reset.
 
         Args:
             rec: The stream.
             error_code: The application error code.
         """
-        if _aioquic.nothing_sent(self.quic, rec.stream_id):
+        if self.core.reset_needs_flush(rec):
             self.transmit()
         self.core.reset(rec, error_code)
         self.after_command()
@@ -730,9 +738,9 @@ class ConnectionEngine(asyncio.DatagramProtocol):
             self._process_core_events()
         if self.core.want_transmit:
             if defer:
-                self.transmit_soon()
+                self._transmit_soon()
             else:
-                self.flush()
+                self._flush()
 
     # ------------------------------------------------------------------ closing
 

@@ -27,6 +27,7 @@ from .features import REFUSALS, enabled
 from .h3 import malformed_requests, new_h3
 from .queries import (
     can_open_stream,
+    nothing_sent,
     pending_datagrams,
     reset_final_size,
     send_finished,
@@ -34,7 +35,7 @@ from .queries import (
 )
 
 if TYPE_CHECKING:
-    from .._core.protocol import WebTransportProtocol
+    from .._core.protocol import WebTransportCore
 
 __all__ = ["AioquicPort", "feed_event"]
 
@@ -167,6 +168,10 @@ class AioquicPort:
         """Whether `send_finished` can tell (the `stream_state` feature)."""
         return enabled("stream_state")
 
+    def nothing_sent(self, stream_id: int) -> bool:
+        """Whether a stream has bytes queued of which none has left yet."""
+        return nothing_sent(self.quic, stream_id)
+
     def send_finished(self, stream_id: int) -> bool:
         """Whether the peer acknowledged a finished or reset stream."""
         return send_finished(self.quic, stream_id)
@@ -180,7 +185,7 @@ class AioquicPort:
         return reset_final_size(self.quic, stream_id)
 
 
-def feed_event(core: WebTransportProtocol, event: qe.QuicEvent) -> None:
+def feed_event(core: WebTransportCore, event: qe.QuicEvent) -> None:
     """Hand one of aioquic's QUIC events to the core.
 
     Args:

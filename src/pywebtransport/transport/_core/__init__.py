@@ -5,7 +5,7 @@ Modules by concern: `codes` (application error codes on HTTP/3), `capsules`
 wire), `headers` (CONNECT requests, answers, subprotocols), `flow` (draft-15
 session flow control), `records` (session and stream state, the session
 transition table), `events` (what the protocol reports) and `protocol`
-(`WebTransportProtocol`, the owner of every record), built in layers: `base`
+(`WebTransportCore`, the owner of every record), built in layers: `base`
 (shared state), `datagrams`, `halves` (stream reads and writes), `held`
 (streams that arrive before their session), `sessions` and `protocol` itself
 (what the peer sends). Private: the public API

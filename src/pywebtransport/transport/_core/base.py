@@ -1,6 +1,6 @@
-"""The shared state of `WebTransportProtocol` and the few writes every part of it makes.
+"""The shared state of `WebTransportCore` and the few writes every part of it makes.
 
-`WebTransportProtocol` is assembled from layers, one module per concern, each a
+`WebTransportCore` is assembled from layers, one module per concern, each a
 subclass of the one before: this base (state and wire helpers), `datagrams`,
 `halves` (stream reads and writes), `held` (peer streams that arrive before
 their session), `sessions` (session life cycle) and `protocol` (what the peer
@@ -24,7 +24,7 @@ from .records import HeldStream, SessionRecord, StreamIds, StreamRecord
 
 
 class ProtocolBase:
-    """State shared by the layers of `WebTransportProtocol` (see the module)."""
+    """State shared by the layers of `WebTransportCore` (see the module)."""
 
     __slots__ = (
         "_closed_by_capsule",

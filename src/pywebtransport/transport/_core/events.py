@@ -1,4 +1,4 @@
-"""Events `WebTransportProtocol` emits (drained with `next_event()`).
+"""Events `WebTransportCore` emits (drained with `next_event()`).
 
 Each carries the record it is about; the record holds the details (close
 codes, stream buffers), so an event is one small object.

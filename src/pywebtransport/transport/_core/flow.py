@@ -3,7 +3,7 @@
 `SessionFlow` is pure bookkeeping: each method returns the capsules to send as
 `(capsule type, value)` pairs and never touches a stream. Per-stream receive
 credit (QUIC MAX_STREAM_DATA following the reader) is kept on the stream
-records (see `protocol.WebTransportProtocol.read`).
+records (see `protocol.WebTransportCore.read`).
 """
 
 from __future__ import annotations

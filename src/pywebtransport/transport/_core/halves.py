@@ -262,6 +262,24 @@ class StreamLayer(DatagramLayer):
         self._send_capsules(rec.session, capsules)
         return min(wanted, credit)
 
+    def reset_needs_flush(self, rec: StreamRecord) -> bool:
+        """Return whether a stream's queued bytes must leave before `reset` is called.
+
+        A stream we opened and reset before any of its bytes left would never
+        show the peer its header: the peer could not tell which session it
+        belonged to, nor give back the session's stream credit (draft-15).
+        The I/O layer transmits first when this says so (for any stream with
+        bytes queued of which none left: what was written goes out before the
+        reset, as it would have a moment later).
+
+        Args:
+            rec: The stream about to be reset.
+
+        Returns:
+            True when nothing of the stream's queued bytes has left yet.
+        """
+        return not rec.write_done and self.quic.nothing_sent(rec.stream_id)
+
     def reset(self, rec: StreamRecord, error_code: int) -> None:
         """Abort the sending half (RESET_STREAM) with an application error code.
 

@@ -1,4 +1,4 @@
-"""`WebTransportProtocol`: the WebTransport state of one QUIC connection, without I/O.
+"""`WebTransportCore`: the WebTransport state of one QUIC connection, without I/O.
 
 QUIC events go in (`receive_stream_data`, `receive_datagram` for the hot paths,
 `receive_reset`, `receive_stop_sending`, `protocol_negotiated` and `terminate`
@@ -73,7 +73,7 @@ from .quic import QuicPort, RequestData, RequestHeaders, StreamSignal
 from .records import HeldStream, SessionMove, SessionRecord, StreamIds, StreamRecord
 from .sessions import SessionLayer
 
-__all__ = ["WebTransportProtocol"]
+__all__ = ["WebTransportCore"]
 
 
 _MAX_HEADER_PEEK: Final = 16
@@ -92,7 +92,7 @@ def _unidirectional(stream_id: int) -> bool:
     return bool(stream_id & 2)
 
 
-class WebTransportProtocol(SessionLayer):
+class WebTransportCore(SessionLayer):
     """The WebTransport state of one QUIC connection, without I/O.
 
     Args:

@@ -157,6 +157,10 @@ class QuicPort(Protocol):
         """Whether `send_finished` can tell (else a graceful close waits for its bound)."""
         ...
 
+    def nothing_sent(self, stream_id: int) -> bool:
+        """Whether a stream has bytes queued of which none has left yet (True when unknown)."""
+        ...
+
     def send_finished(self, stream_id: int) -> bool:
         """Whether the peer acknowledged a finished or reset stream (False when unknowable)."""
         ...

@@ -1,4 +1,4 @@
-"""The state of sessions and streams: one record each, owned by `WebTransportProtocol`.
+"""The state of sessions and streams: one record each, owned by `WebTransportCore`.
 
 The protocol creates, changes and forgets records; the asyncio layer reads
 them (through the public session and stream objects) and parks its waiters in
