@@ -39,6 +39,7 @@ on). Without it, aioquic paces at window / RTT.
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Iterable
 from typing import Any, Final
@@ -68,13 +69,13 @@ _MIN_INTERVAL: Final = 1e-4
 """Shorter sample intervals are clock noise (uvloop's clock moves in 1 ms steps)."""
 
 
-class BbrState:
-    """The controller's states (strings, for logs and qlog)."""
+class BbrState(enum.StrEnum):
+    """The controller's states (their values appear in qlog)."""
 
-    STARTUP: Final = "startup"
-    DRAIN: Final = "drain"
-    PROBE_BW: Final = "probe_bw"
-    PROBE_RTT: Final = "probe_rtt"
+    STARTUP = "startup"
+    DRAIN = "drain"
+    PROBE_BW = "probe_bw"
+    PROBE_RTT = "probe_rtt"
 
 
 class _MaxFilter:
