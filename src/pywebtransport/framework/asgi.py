@@ -386,13 +386,10 @@ class _SessionRunner:
         headers = _field(message, "headers", (list, tuple, type(None)), None)
         session = self.session
         if subprotocol is not None:
-            offered = session.wt_available_protocols or []
-            if subprotocol not in offered:
-                raise ValueError(
-                    f"webtransport.accept: subprotocol {subprotocol!r} was not offered "
-                    f"by the client (offered: {offered})"
-                )
-            session.wt_protocol = subprotocol
+            try:
+                session.wt_protocol = subprotocol  # the core refuses one the client did not offer
+            except ValueError as exc:
+                raise ValueError(f"webtransport.accept: {exc}") from exc
         try:
             await session.accept(headers=[(bytes(n), bytes(v)) for n, v in headers or ()])
         except ValueError as exc:

@@ -305,6 +305,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         quic = self.quic
         core = self.core
         receive_stream_data = core.receive_stream_data
+        deliver_datagram = self._dispatch.deliver_datagram
         stream_data = qe.StreamDataReceived
         datagram = qe.DatagramFrameReceived
         event = quic.next_event()
@@ -324,9 +325,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
                 if delivered is not None:
                     session, payload = delivered
                     if session.owner is not None:
-                        self._dispatch.deliver_datagram(
-                            session, payload, self._incoming_datagram_limit
-                        )
+                        deliver_datagram(session, payload, self._incoming_datagram_limit)
             else:
                 self._quic_event(event)
             if core.has_events():

@@ -129,8 +129,8 @@ class BurstPacer(QuicPacketPacer):
     On paths with a round trip of 5 ms or more the floor is 2 packets: there
     a burst of 10 can be a whole congestion window, so the receiver
     acknowledges a flight with one ACK, and on a lossy path every lost ACK
-    then hides a whole flight (with CUBIC, 20 ms and 5 % loss, the floor of 10
-    made uploads 0.77x as fast as aioquic's own pacer; `make bench-lossy`).
+    then hides a whole flight: with CUBIC on a lossy 20 ms path, the floor of
+    10 made uploads slower than with aioquic's own pacer (`make bench-lossy`).
 
     A congestion controller with a model of the path (BBR) sets the rate
     itself (`set_pacing_rate`); aioquic's window / RTT updates are then ignored.
