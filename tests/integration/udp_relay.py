@@ -1,13 +1,24 @@
-"""A userspace UDP relay that delays, reorders, duplicates and drops datagrams.
+"""A userspace UDP relay that models a path: bottleneck, queue, loss, delay, reordering.
 
-Run it between a client and a server (inside a test namespace):
+Run it between clients and a server (inside a test namespace, or on loopback):
 
     python udp_relay.py --listen 5000 --target 4433 --delay 10-20 --reorder 25 --dup 5
+    python udp_relay.py --listen 5000 --target 4433 --delay 10 --rate 20 --queue 64
+    python udp_relay.py --listen 5000 --target 4433 --delay-up 5 --delay-down 30 --loss 2 --burst 4
 
-Every datagram, in both directions, waits a uniform random delay; `--reorder` percent
-of them wait an extra 5-15 ms so later datagrams overtake them (the others keep
-their order); `--dup` percent are sent twice; `--loss` percent are dropped.
-On SIGTERM it prints one JSON line of counts.
+Each direction is its own link (`Link`). A datagram first enters the link's drop-tail
+queue (`--rate` Mbit/s of UDP payload, `--queue` datagrams deep; no rate means no
+queue), then is lost with `--loss` percent (independent, or in bursts of `--burst`
+datagrams on average: a Gilbert-Elliott chain), then waits the one-way delay
+(`--delay`, or `--delay-up` / `--delay-down` for client-to-server / server-to-client;
+a range like 10-20 is uniform jitter that keeps order). `--reorder` percent wait an
+extra 5-15 ms so later datagrams overtake them; `--dup` percent are sent twice.
+
+Every client address gets its own socket towards the target, so several clients (one
+QUIC connection each) share the links, as flows share a real bottleneck. On SIGTERM it
+prints one JSON line: counts, and per client port the bytes of its datagrams the uplink
+carried (not dropped), in `bin_s` bins from the relay's start (`flows`), from which a
+benchmark reads each flow's share of the bottleneck.
 """
 
 from __future__ import annotations
@@ -17,97 +28,219 @@ import asyncio
 import json
 import random
 import signal
+import socket
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
+BIN_S = 0.25
+_BUFFER = 4 * 1024 * 1024
 
-class Relay:
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        low, _, high = args.delay.partition("-")
-        self.delay = (float(low) / 1000, float(high or low) / 1000)
-        self.client_addr: Any = None
-        self.front: asyncio.DatagramTransport | None = None
-        self.back: asyncio.DatagramTransport | None = None
-        self.counts = {"forwarded": 0, "dropped": 0, "duplicated": 0, "reordered": 0}
-        self.loop = asyncio.get_running_loop()
-        self.rng = random.Random(args.seed)
-        self.last_due: dict[str, float] = {}
 
-    def schedule(self, data: bytes, send: Any, direction: str) -> None:
-        if self.rng.random() * 100 < self.args.loss:
+class Link:
+    """One direction of the path, as a pure function of arrival times (no clock of its own).
+
+    `admit(now, size)` returns when the datagram leaves the far end, or None when it is
+    dropped (queue full, or lost). The random draws come from `rng`, in a fixed order,
+    so a seed gives the same path every run.
+    """
+
+    def __init__(
+        self,
+        rng: random.Random,
+        *,
+        delay: tuple[float, float] = (0.0, 0.0),
+        rate_bps: float = 0.0,
+        queue: int = 64,
+        loss: float = 0.0,
+        burst: float = 1.0,
+        reorder: float = 0.0,
+        dup: float = 0.0,
+    ) -> None:
+        self.rng, self.delay, self.rate_bps, self.queue_limit = rng, delay, rate_bps, queue
+        self.loss, self.burst, self.reorder, self.dup = loss, burst, reorder, dup
+        self._bad = False  # Gilbert-Elliott state: in a loss burst
+        self._busy_until = 0.0  # when the bottleneck finishes serialising the queue
+        self._queue: deque[float] = deque()  # departure times of the queued datagrams
+        self._last_due = 0.0
+        self.counts = {
+            "forwarded": 0,
+            "dropped": 0,
+            "queue_dropped": 0,
+            "duplicated": 0,
+            "reordered": 0,
+        }
+
+    def queued(self, now: float) -> int:
+        """Datagrams in the queue (the one on the wire included) at time `now`."""
+        queue = self._queue
+        while queue and queue[0] <= now:
+            queue.popleft()
+        return len(queue)
+
+    def _lost(self) -> bool:
+        if self.burst <= 1.0:
+            return self.rng.random() * 100 < self.loss
+        # Stationary loss rate `loss`, mean burst length `burst`.
+        p = self.loss / 100
+        if self._bad:
+            self._bad = self.rng.random() >= 1.0 / self.burst
+        else:
+            self._bad = self.rng.random() < p / (self.burst * (1.0 - p))
+        return self._bad
+
+    def admit(self, now: float, size: int) -> list[float]:
+        """Times at which the copies of a datagram of `size` bytes arriving at `now` leave
+        the link: none when it is dropped, two when it is duplicated."""
+        start = now
+        if self.rate_bps > 0:
+            if self.queued(now) >= self.queue_limit:
+                self.counts["queue_dropped"] += 1
+                return []
+            start = max(now, self._busy_until) + size * 8 / self.rate_bps
+            self._busy_until = start
+            self._queue.append(start)
+        if self._lost():
             self.counts["dropped"] += 1
-            return
+            return []
         copies = 1
-        if self.rng.random() * 100 < self.args.dup:
+        if self.rng.random() * 100 < self.dup:
             copies = 2
             self.counts["duplicated"] += 1
-        now = self.loop.time()
+        dues = []
         for _ in range(copies):
-            due = now + self.rng.uniform(*self.delay)
-            if self.rng.random() * 100 < self.args.reorder:
+            due = start + self.rng.uniform(*self.delay)
+            if self.rng.random() * 100 < self.reorder:
                 # Held back: datagrams sent after it overtake it.
                 due += self.rng.uniform(0.005, 0.015)
                 self.counts["reordered"] += 1
             else:
                 # Jitter alone keeps order, as on a real path: never before the last one.
-                due = max(due, self.last_due.get(direction, 0.0))
-                self.last_due[direction] = due
-            self.loop.call_at(due, send, data)
+                due = max(due, self._last_due)
+                self._last_due = due
+            dues.append(due)
             self.counts["forwarded"] += 1
+        return dues
 
 
-class Front(asyncio.DatagramProtocol):
-    def __init__(self, relay: Relay) -> None:
-        self.relay = relay
-
-    def connection_made(self, transport: Any) -> None:
-        self.relay.front = transport
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        relay = self.relay
-        relay.client_addr = addr
-        if relay.back is not None:
-            relay.schedule(data, relay.back.sendto, "up")
+def _delay(text: str) -> tuple[float, float]:
+    low, _, high = text.partition("-")
+    return float(low) / 1000, float(high or low) / 1000
 
 
-class Back(asyncio.DatagramProtocol):
-    def __init__(self, relay: Relay) -> None:
-        self.relay = relay
+def _socket(bind: tuple[str, int] | None, connect: tuple[str, int] | None) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        sock.setsockopt(socket.SOL_SOCKET, option, _BUFFER)
+    if bind is not None:
+        sock.bind(bind)
+    if connect is not None:
+        sock.connect(connect)
+    sock.setblocking(False)
+    return sock
 
-    def connection_made(self, transport: Any) -> None:
-        self.relay.back = transport
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        relay = self.relay
-        if relay.front is not None and relay.client_addr is not None:
-            client = relay.client_addr
-            relay.schedule(
-                data,
-                lambda d: relay.front.sendto(d, client),  # type: ignore[union-attr]
-                "down",
-            )
+class Relay:
+    def __init__(self, args: argparse.Namespace, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.target = (args.host, args.target)
+        rng = random.Random(args.seed)
+        common = {
+            "rate_bps": args.rate * 1e6,
+            "queue": args.queue,
+            "loss": args.loss,
+            "burst": args.burst,
+            "reorder": args.reorder,
+            "dup": args.dup,
+        }
+        self.up = Link(rng, delay=_delay(args.delay_up or args.delay), **common)
+        self.down = Link(rng, delay=_delay(args.delay_down or args.delay), **common)
+        self.front = _socket((args.host, args.listen), None)
+        self.backs: dict[Any, socket.socket] = {}
+        self.flows: dict[int, list[int]] = {}
+        self.start = loop.time()
+        self.send_errors = 0
+        loop.add_reader(self.front.fileno(), self._from_clients)
+
+    def _send(self, sock: socket.socket, data: bytes, addr: Any) -> None:
+        try:
+            if addr is None:
+                sock.send(data)
+            else:
+                sock.sendto(data, addr)
+        except OSError:
+            self.send_errors += 1
+
+    def _schedule(self, link: Link, data: bytes, send: Callable[..., None], *args: Any) -> bool:
+        dues = link.admit(self.loop.time(), len(data))
+        for due in dues:
+            self.loop.call_at(due, send, *args)
+        return bool(dues)
+
+    def _from_clients(self) -> None:
+        while True:
+            try:
+                data, addr = self.front.recvfrom(65536)
+            except BlockingIOError:
+                return
+            back = self.backs.get(addr)
+            if back is None:
+                back = self.backs[addr] = _socket(None, self.target)
+                self.loop.add_reader(back.fileno(), self._from_server, back, addr)
+            bins = self.flows.setdefault(addr[1], [])
+            if self._schedule(self.up, data, self._send, back, data, None):
+                index = int((self.loop.time() - self.start) / BIN_S)
+                if len(bins) <= index:
+                    bins.extend([0] * (index + 1 - len(bins)))
+                bins[index] += len(data)
+
+    def _from_server(self, back: socket.socket, client: Any) -> None:
+        while True:
+            try:
+                data = back.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError:  # e.g. ICMP port unreachable once the server is gone
+                continue
+            self._schedule(self.down, data, self._send, self.front, data, client)
+
+    def report(self) -> dict[str, Any]:
+        counts = {k: self.up.counts[k] + self.down.counts[k] for k in self.up.counts}
+        return {
+            **counts,
+            "send_errors": self.send_errors,
+            "bin_s": BIN_S,
+            "flows": {str(port): bins for port, bins in self.flows.items()},
+        }
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--listen", type=int, required=True)
+    ap.add_argument("--target", type=int, required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--delay", default="0", help="one-way ms each way, or a range like 10-20")
+    ap.add_argument("--delay-up", default="", help="client-to-server ms (overrides --delay)")
+    ap.add_argument("--delay-down", default="", help="server-to-client ms (overrides --delay)")
+    ap.add_argument("--rate", type=float, default=0.0, help="bottleneck Mbit/s each way")
+    ap.add_argument("--queue", type=int, default=64, help="drop-tail queue, datagrams")
+    ap.add_argument("--reorder", type=float, default=0.0, help="percent")
+    ap.add_argument("--dup", type=float, default=0.0, help="percent")
+    ap.add_argument("--loss", type=float, default=0.0, help="percent")
+    ap.add_argument("--burst", type=float, default=1.0, help="mean loss burst, datagrams")
+    ap.add_argument("--seed", type=int, default=None)
+    return ap
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--listen", type=int, required=True)
-    parser.add_argument("--target", type=int, required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--delay", default="0", help="ms, or a range like 10-20")
-    parser.add_argument("--reorder", type=float, default=0.0, help="percent")
-    parser.add_argument("--dup", type=float, default=0.0, help="percent")
-    parser.add_argument("--loss", type=float, default=0.0, help="percent")
-    parser.add_argument("--seed", type=int, default=None)
-    args = parser.parse_args()
-    relay = Relay(args)
+    args = parser().parse_args()
     loop = asyncio.get_running_loop()
-    await loop.create_datagram_endpoint(lambda: Front(relay), local_addr=(args.host, args.listen))
-    await loop.create_datagram_endpoint(lambda: Back(relay), remote_addr=(args.host, args.target))
+    relay = Relay(args, loop)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     print("READY", flush=True)
     await stop.wait()
-    print(json.dumps(relay.counts), flush=True)
+    print(json.dumps(relay.report()), flush=True)
 
 
 if __name__ == "__main__":
