@@ -21,7 +21,12 @@ from aioquic.tls import Epoch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pywebtransport.transport._aioquic.bbr import BbrCongestionControl, BbrState
+from pywebtransport.transport._aioquic.bbr import (
+    CRUISE_CWND_GAIN,
+    CWND_GAIN,
+    BbrCongestionControl,
+    BbrState,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -141,8 +146,25 @@ def test_clean_path_fills_the_bottleneck_without_a_standing_queue() -> None:
     assert out.goodput > 0.85 * RATE
     assert cc.state is BbrState.PROBE_BW
     assert 0.8 * RATE < cc._max_bw.value < 1.3 * RATE
-    # Two BDPs in flight at most: the queue stays around one BDP (42 packets here).
+    # Two BDPs in flight at most (1.5 cruising): the queue stays under one BDP (42 packets).
     assert out.max_queue < 3 * RATE * RTT / MSS
+
+
+def test_cruising_keeps_a_smaller_window_than_probing() -> None:
+    # Cruising at an overestimated rate (ACK aggregation inflates the max filter), two BDPs
+    # would leave a standing queue of one BDP; the cruise window bounds it to half of one.
+    seen = set()
+    for step in range(24):
+        cc = bbr()
+        simulate(cc, rate=RATE, rtt=RTT, duration=2.0 + step * 0.03)
+        if cc.state is not BbrState.PROBE_BW:
+            continue
+        bdp = cc._max_bw.value * cc._min_rtt
+        cruising = cc._pacing_gain <= 1.0
+        bound = (CRUISE_CWND_GAIN if cruising else CWND_GAIN) * bdp + 3 * MSS
+        assert cc.congestion_window <= bound + 1
+        seen.add(cruising)
+    assert seen == {True, False}
 
 
 @pytest.mark.parametrize("loss", [0.01, 0.05])
