@@ -66,6 +66,12 @@ BASE: dict[str, Any] = {
     "loss_pcts": [0, 1, 5],
     "lossy_size": 4 * MiB,
     "lossy_rtt_ms": 20,
+    "bn_mbps": 20,
+    "bn_queue": 64,
+    "bn_rtt_ms": 20,
+    "bn_size": 8 * MiB,
+    "share_ccs": ["cubic", "cubic"],
+    "share_s": 12.0,
     "worker_counts": [1, 2],
     "workers_duration": 5.0,
     "workers_clients": 2,
@@ -121,6 +127,10 @@ FULL: Plan = {
         "timeout": 900,
     },
     "lossy": {"timeout": 300},
+    # A 20 Mbit/s bottleneck with a 64-datagram queue: goodput and latency under load, and
+    # two flows sharing it (congestion control by congestion control: make bench-lossy).
+    "bottleneck": {"timeout": 300},
+    "shared": {"timeout": 300},
     "workers": {"timeout": 300},
     # Idle CPU: one window of two keep-alive intervals (30 s default); raw aioquic sends no
     # keep-alives, so both sides' idle timeout is raised above the window. Tuning changes
@@ -163,6 +173,9 @@ SMOKE: dict[str, Any] = {
     "lul_warm": 0.05,
     "loss_pcts": [5],
     "lossy_size": 32 * KiB,
+    "bn_size": 64 * KiB,
+    "share_s": 1.0,
+    "share_warm_s": 0.2,
     "worker_counts": [2],
     "workers_duration": 0.3,
     "workers_clients": 1,

@@ -82,6 +82,12 @@ def lat_summary(samples_s: list[float], prefix: str, ps: tuple[float, ...]) -> d
     return out
 
 
+def jain(rates: list[float]) -> float:
+    """Jain's fairness index: 1.0 when every share is equal, 1/n when one takes all."""
+    total = sum(r * r for r in rates)
+    return sum(rates) ** 2 / (len(rates) * total) if total else 0.0
+
+
 def fairness(done_s: list[float]) -> dict[str, Any]:
     """Per-stream completion times of equal-sized concurrent transfers -> fairness figures.
 
@@ -91,10 +97,8 @@ def fairness(done_s: list[float]) -> dict[str, Any]:
     """
     if not done_s:
         return {}
-    rates = [1.0 / max(t, 1e-9) for t in done_s]
-    jain = sum(rates) ** 2 / (len(rates) * sum(r * r for r in rates))
     return {
-        "mux_jain": round(jain, 3),
+        "mux_jain": round(jain([1.0 / max(t, 1e-9) for t in done_s]), 3),
         "mux_first_done_s": round(min(done_s), 3),
         "mux_median_done_s": round(statistics.median(done_s), 3),
     }

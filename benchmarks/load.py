@@ -33,6 +33,7 @@ from typing import Any
 from .common import (
     SETTINGS,
     free_udp_port,
+    jain,
     lat_summary,
     raise_nofile,
     read_cpu_s,
@@ -479,50 +480,190 @@ async def _under_bulk(ctx: Any, conn: Any, sample: Any) -> tuple[list[float], fl
     return rtts, round(mibps, 2)
 
 
-# --------------------------------------------------------------------------- lossy path
+# --------------------------------------------------------------------------- network paths
+
+
+class Relay:
+    """The path model (tests/integration/udp_relay.py) as a child, in front of the server."""
+
+    def __init__(self, child: Child, port: int, started: float) -> None:
+        self.child, self.port, self.started = child, port, started
+        self.report: dict[str, Any] = {}
+
+    @classmethod
+    async def start(cls, target: int, *options: str) -> Relay:
+        port = free_udp_port()
+        argv = [sys.executable, str(RELAY), "--listen", str(port), "--target", str(target)]
+        child = await Child.start([*argv, "--seed", "18", *options])
+        try:
+            await child.line(10)
+        except BaseException:
+            await child.stop(5)
+            raise
+        return cls(child, port, perf())
+
+    async def stop(self) -> dict[str, Any]:
+        """Stop the relay; its report (counts, per-flow bytes) is kept in `report`."""
+        self.child.proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(Exception):
+            self.report = json.loads(await self.child.line(5))
+        await self.child.stop(5)
+        return self.report
+
+    async def __aenter__(self) -> Relay:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def _upload(conn: Any, size: int, seed: int, until: asyncio.Event | None = None) -> int:
+    """Upload `size` bytes (or until `until` is set) on an `H` stream; the server's SHA-256
+    must match what was sent. Returns the bytes sent."""
+    block = random.Random(seed).randbytes(256 * 1024)
+    digest = hashlib.sha256()
+    stream = await conn.stream(b"H")
+    sent = 0
+    while sent < size and not (until is not None and until.is_set()):
+        chunk = block[: min(len(block), size - sent)]
+        await stream.write(chunk)
+        digest.update(chunk)
+        sent += len(chunk)
+    await stream.write(b"", end_stream=True)
+    got = (await stream.read_all()).decode()
+    if got != digest.hexdigest():
+        raise RuntimeError(f"upload of {sent} B: SHA-256 mismatch ({got!r})")
+    return sent
 
 
 async def lossy(ctx: Any) -> dict[str, Any]:
-    """Upload through a userspace relay (tests/integration/udp_relay.py) that drops the
-    given percentage of datagrams each way and delays each by half the RTT; the server
-    returns the SHA-256 of what it received, which must match."""
+    """Upload through the relay, which drops the given percentage of datagrams each way
+    (`lossy_burst`: in bursts of that mean length) and delays each by half the RTT (or
+    by `lossy_up_ms` / `lossy_down_ms`); the server returns the SHA-256 of what it
+    received, which must match."""
     p = ctx.params
-    size, rtt_ms = p["lossy_size"], p["lossy_rtt_ms"]
-    payload = random.Random(18).randbytes(size)
-    digest = hashlib.sha256(payload).hexdigest()
+    size, half = p["lossy_size"], p["lossy_rtt_ms"] / 2
+    path = (
+        "--delay-up", str(p.get("lossy_up_ms", half)),
+        "--delay-down", str(p.get("lossy_down_ms", half)),
+        "--burst", str(p.get("lossy_burst", 1)),
+    )  # fmt: skip
     out: dict[str, Any] = {}
     for loss in p["loss_pcts"]:
-        listen = free_udp_port()
-        relay = await Child.start(
-            [
-                sys.executable, str(RELAY), "--listen", str(listen), "--target", str(ctx.port),
-                "--delay", str(rtt_ms / 2), "--loss", str(loss), "--seed", "18",
-            ]
-        )  # fmt: skip
-        try:
-            await relay.line(10)
-            dialer = ctx.dialer(listen)
+        options = (*path, "--loss", str(loss))
+        async with await Relay.start(ctx.port, *options) as relay:
+            dialer = ctx.dialer(relay.port)
             try:
                 conn = await dialer.connect("/op")
-                s = await conn.stream(b"H")
                 t0 = perf()
-                await s.write(payload, end_stream=True)
-                got = (await s.read_all()).decode()
+                await _upload(conn, size, 18)
                 el = perf() - t0
                 await conn.close()
             finally:
                 await dialer.aclose()
-            if got != digest:
-                raise RuntimeError(f"loss {loss}%: SHA-256 mismatch ({got!r})")
-        finally:
-            relay.proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(Exception):
-                counts = json.loads(await relay.line(5))
-                out[f"loss{loss:g}_dropped"] = counts.get("dropped")
-            await relay.stop(5)
+        out[f"loss{loss:g}_dropped"] = relay.report.get("dropped")
         out[f"loss{loss:g}_MiBps"] = round(size / (1024 * 1024) / el, 3)
         out[f"loss{loss:g}_s"] = round(el, 2)
     out["sha256_ok"] = 1
+    return out
+
+
+def _bottleneck_options(p: dict[str, Any]) -> tuple[str, ...]:
+    return (
+        "--delay", str(p["bn_rtt_ms"] / 2), "--rate", str(p["bn_mbps"]),
+        "--queue", str(p["bn_queue"]),
+    )  # fmt: skip
+
+
+async def bottleneck(ctx: Any) -> dict[str, Any]:
+    """One upload through a bottleneck (`bn_mbps`, drop-tail queue of `bn_queue` datagrams,
+    `bn_rtt_ms`): its goodput as a share of the bottleneck rate, and 64 B echo round trips
+    on another stream of the same connection, idle and during the upload (latency under
+    load: what the sender's congestion control leaves standing in the queue)."""
+    p = ctx.params
+    size, gap = p["bn_size"], p.get("bn_probe_gap_s", 0.05)
+    out: dict[str, Any] = {}
+    async with await Relay.start(ctx.port, *_bottleneck_options(p)) as relay:
+        dialer = ctx.dialer(relay.port)
+        try:
+            conn = await dialer.connect("/op")
+            echo = await conn.stream(b"E")
+            msg = bytes(range(64))
+
+            async def probe() -> float:
+                t0 = perf()
+                await echo.write(msg)
+                if await echo.readexactly(64) != msg:
+                    raise RuntimeError("echo mismatch")
+                return perf() - t0
+
+            idle = []
+            for _ in range(20):
+                idle.append(await probe())
+                await asyncio.sleep(gap)
+            t0 = perf()
+            upload = asyncio.ensure_future(_upload(conn, size, 19))
+            loaded = []
+            while not upload.done():
+                loaded.append(await probe())
+                await asyncio.sleep(gap)
+            await upload
+            el = perf() - t0
+            await conn.close()
+        finally:
+            await dialer.aclose()
+    out.update(lat_summary(idle, "idle", (50, 99)))
+    out.update(lat_summary(loaded, "loaded", (50, 99)))
+    out["bn_MiBps"] = round(size / (1024 * 1024) / el, 3)
+    out["bn_util"] = round(size * 8 / el / (p["bn_mbps"] * 1e6), 3)
+    out["queue_dropped"] = relay.report.get("queue_dropped")
+    out["sha256_ok"] = 1
+    return out
+
+
+async def shared(ctx: Any) -> dict[str, Any]:
+    """Two connections upload at once through one bottleneck, each with its congestion
+    control (`share_ccs`), for `share_s` seconds. Each flow's share is counted at the
+    bottleneck (the relay's per-flow bytes, retransmissions included) over the time both
+    ran, after `share_warm_s`; every upload is checked byte-exact."""
+    p = ctx.params
+    ccs, duration, warm = p["share_ccs"], p["share_s"], p.get("share_warm_s", 2.0)
+    async with await Relay.start(ctx.port, *_bottleneck_options(p)) as relay:
+        dialers = [ctx.dialer(relay.port, congestion_control_algorithm=cc) for cc in ccs]
+        try:
+            # Connected one after the other: the relay lists flows in this order.
+            conns = [await d.connect("/op") for d in dialers]
+            stop = asyncio.Event()
+            begun = perf()
+            uploads = [
+                asyncio.ensure_future(_upload(c, 1 << 40, 20 + i, stop))
+                for i, c in enumerate(conns)
+            ]
+            await asyncio.sleep(duration)
+            ended = perf()
+            stop.set()
+            sent = await asyncio.gather(*uploads)
+            for c in conns:
+                await c.close()
+        finally:
+            for d in dialers:
+                await d.aclose()
+    report = relay.report
+    bin_s = report["bin_s"]
+    first = int((begun - relay.started + warm) / bin_s) + 1
+    last = int((ended - relay.started) / bin_s)
+    flows = list(report["flows"].values())
+    if len(flows) != len(ccs) or last <= first:
+        raise RuntimeError(f"relay saw {len(flows)} flows, window {first}..{last}")
+    window = (last - first) * bin_s
+    rates = [sum(bins[first:last]) * 8 / window / 1e6 for bins in flows]
+    out: dict[str, Any] = {"share_window_s": round(window, 2), "sha256_ok": 1}
+    for i, (cc, rate) in enumerate(zip(ccs, rates, strict=True)):
+        out[f"flow{i}_{cc}_Mbps"] = round(rate, 2)
+        out[f"flow{i}_{cc}_share"] = round(rate / sum(rates), 3)
+        out[f"flow{i}_{cc}_sent_MiB"] = round(sent[i] / (1024 * 1024), 2)
+    out["jain"] = round(jain(rates), 3)
+    out["link_util"] = round(sum(rates) / p["bn_mbps"], 3)
     return out
 
 

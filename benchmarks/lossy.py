@@ -1,15 +1,23 @@
-"""Lossy paths, congestion control by congestion control: `make bench-lossy`.
+"""Real paths, congestion control by congestion control: `make bench-lossy`.
 
     python -m benchmarks.lossy [--rounds 3] [--out benchmarks/results/lossy.jsonl]
 
-Each case uploads 4 MiB through the userspace relay of the `lossy` scenario
-(tests/integration/udp_relay.py: seeded random loss each way, half the RTT of
-delay each way) and checks the SHA-256 the server returns. Ours runs with
-CUBIC and with BBR; raw aioquic, stock and tuned, runs with CUBIC (aioquic has
-no BBR) in the same rounds, interleaved. Printed: the median MiB/s of each,
-the spread over the rounds, and ours / raw as ratios. Records (with the git
-revision) go to the results file, which the figures in
-docs/guides/networks.md come from.
+Every case runs through the path model of tests/integration/udp_relay.py (seeded):
+
+- lossy: 4 MiB uploads at 20 ms RTT with 0, 1, 5 % random loss each way; 2 % in bursts
+  of 4 datagrams on average; 100 ms with 1 %; and a one-way delay that differs by
+  direction (5 ms up, 45 ms down) with 1 %;
+- bottleneck: an 8 MiB upload through 20 Mbit/s with a 64-datagram drop-tail queue at
+  20 ms, with 64 B echo round trips on the same connection, idle and during it;
+- shared: two connections upload through that bottleneck for 12 s, BBR with BBR, BBR
+  with CUBIC, CUBIC with CUBIC: each flow's share (counted at the bottleneck) and
+  Jain's index.
+
+Every upload is checked byte-exact (the server returns its SHA-256). Ours runs with
+CUBIC and with BBR; raw aioquic, stock and tuned, runs with CUBIC (aioquic has no BBR)
+in the same rounds, interleaved; the shared cases are ours only. Printed: medians, the
+spread over the rounds, and ratios. Records (with the git revision) go to the results
+file, which the figures in docs/guides/networks.md come from.
 """
 
 from __future__ import annotations
@@ -25,9 +33,22 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
-CASES: dict[str, dict[str, Any]] = {
-    "20ms": {"loss_pcts": [0, 1, 5], "lossy_size": 4 * MiB, "lossy_rtt_ms": 20},
-    "100ms": {"loss_pcts": [1], "lossy_size": 4 * MiB, "lossy_rtt_ms": 100},
+LOSSY = {"lossy_size": 4 * MiB}
+BOTTLENECK = {"bn_mbps": 20, "bn_queue": 64, "bn_rtt_ms": 20}
+# case -> (scenario, params)
+CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "20ms": ("lossy", {**LOSSY, "loss_pcts": [0, 1, 5], "lossy_rtt_ms": 20}),
+    "20ms burst 4": ("lossy", {**LOSSY, "loss_pcts": [2], "lossy_rtt_ms": 20, "lossy_burst": 4}),
+    "100ms": ("lossy", {**LOSSY, "loss_pcts": [1], "lossy_rtt_ms": 100}),
+    "5ms up 45ms down": (
+        "lossy",
+        {**LOSSY, "loss_pcts": [1], "lossy_rtt_ms": 50, "lossy_up_ms": 5, "lossy_down_ms": 45},
+    ),
+    "bottleneck": ("bottleneck", {**BOTTLENECK, "bn_size": 8 * MiB}),
+    **{
+        f"shared {a}+{b}": ("shared", {**BOTTLENECK, "share_ccs": [a, b], "share_s": 12.0})
+        for a, b in (("bbr", "bbr"), ("bbr", "cubic"), ("cubic", "cubic"))
+    },
 }
 RUNS = (("ours", "cubic"), ("ours", "bbr"), ("rawh3", "cubic"), ("rawh3t", "cubic"))
 
@@ -45,11 +66,12 @@ def measure(rounds: int, out: Path) -> list[dict[str, Any]]:
     git = _git()
     with out.open("w") as sink:
         for round_ in range(rounds):
-            for case, params in CASES.items():
-                for impl, cc in RUNS:
+            for case, (scenario, params) in CASES.items():
+                runs = (("ours", "cubic"),) if scenario == "shared" else RUNS
+                for impl, cc in runs:
                     argv = [
                         sys.executable, "-m", "benchmarks.worker", "--impl", impl,
-                        "--scenario", "lossy", "--loop", "uvloop", "--timeout", "300",
+                        "--scenario", scenario, "--loop", "uvloop", "--timeout", "300",
                         "--params", json.dumps(params),
                         "--set", json.dumps({"congestion_control_algorithm": cc}),
                     ]  # fmt: skip
@@ -59,6 +81,8 @@ def measure(rounds: int, out: Path) -> list[dict[str, Any]]:
                         got = [{"impl": impl, "ok": False, "error": done.stderr[-500:]}]
                     for record in got:
                         record.update(case=case, cc=cc, round=round_, git=git)
+                        if scenario == "shared":
+                            record["cc"] = "+".join(params["share_ccs"])
                         sink.write(json.dumps(record) + "\n")
                         sink.flush()
                         records.append(record)
@@ -66,39 +90,86 @@ def measure(rounds: int, out: Path) -> list[dict[str, Any]]:
     return records
 
 
-def summary(records: list[dict[str, Any]]) -> str:
+def _figures(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, str], list[float]]:
+    """(case, figure, impl, cc) -> the values over the rounds."""
     figures: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
     for record in records:
         if not record.get("ok"):
             continue
         for key, value in record.get("results", {}).items():
-            if key.endswith("_MiBps"):
+            if isinstance(value, int | float):
                 figures[(record["case"], key, record["impl"], record["cc"])].append(value)
+    return figures
+
+
+def _cell(values: list[float], digits: int = 2) -> tuple[float, str]:
+    if not values:
+        return 0.0, "-"
+    median = statistics.median(values)
+    return median, f"{median:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def _ratios(pairs: tuple[tuple[float, float], ...]) -> str:
+    return " | ".join(f"{a / b:.2f}x" if a and b else "-" for a, b in pairs)
+
+
+def summary(records: list[dict[str, Any]]) -> str:
+    figures = _figures(records)
     lines = [
+        "Uploads, MiB/s: median (min-max)",
+        "",
         "| path | loss | raw stock | raw tuned | ours CUBIC | ours BBR | BBR / stock | BBR / tuned"
         " | CUBIC / stock | CUBIC / tuned |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for case, key in sorted({(c, k) for c, k, _, _ in figures}, key=lambda ck: (ck[0], ck[1])):
-
-        def cell(impl: str, cc: str, case: str = case, key: str = key) -> tuple[float, str]:
-            values = figures.get((case, key, impl, cc), [])
-            if not values:
-                return 0.0, "-"
-            median = statistics.median(values)
-            return median, f"{median:.2f} ({min(values):.2f}-{max(values):.2f})"
-
-        stock, stock_text = cell("rawh3", "cubic")
-        tuned, tuned_text = cell("rawh3t", "cubic")
-        cubic, cubic_text = cell("ours", "cubic")
-        bbr, bbr_text = cell("ours", "bbr")
+    keys = sorted({(c, k) for c, k, _, _ in figures if k.startswith("loss") and "MiBps" in k})
+    for case, key in keys:
+        stock, stock_text = _cell(figures.get((case, key, "rawh3", "cubic"), []))
+        tuned, tuned_text = _cell(figures.get((case, key, "rawh3t", "cubic"), []))
+        cubic, cubic_text = _cell(figures.get((case, key, "ours", "cubic"), []))
+        bbr, bbr_text = _cell(figures.get((case, key, "ours", "bbr"), []))
         loss = key.removeprefix("loss").removesuffix("_MiBps")
-        pairs = ((bbr, stock), (bbr, tuned), (cubic, stock), (cubic, tuned))
-        ratios = " | ".join(f"{a / b:.2f}x" if a and b else "-" for a, b in pairs)
+        ratios = _ratios(((bbr, stock), (bbr, tuned), (cubic, stock), (cubic, tuned)))
         lines.append(
             f"| {case} | {loss} % | {stock_text} | {tuned_text} | {cubic_text} | {bbr_text} | "
             f"{ratios} |"
         )
+    lines += [
+        "",
+        "Bottleneck (20 Mbit/s, 64-datagram queue, 20 ms): goodput as a share of the rate;"
+        " 64 B echo round trips, ms",
+        "",
+        "| sender | goodput / rate | idle p50 | loaded p50 | loaded p99 | queue drops |",
+        "|---|---|---|---|---|---|",
+    ]
+    names = {"rawh3": "raw stock", "rawh3t": "raw tuned", "ours": "ours"}
+    for impl, cc in RUNS:
+        got = {
+            key: figures.get(("bottleneck", key, impl, cc), [])
+            for key in ("bn_util", "idle_p50_ms", "loaded_p50_ms", "loaded_p99_ms")
+        }
+        if not got["bn_util"]:
+            continue
+        drops = figures.get(("bottleneck", "queue_dropped", impl, cc), [])
+        cells = [_cell(got["bn_util"])[1]] + [
+            _cell(got[k], 1)[1] for k in ("idle_p50_ms", "loaded_p50_ms", "loaded_p99_ms")
+        ]
+        lines.append(f"| {names[impl]} {cc.upper()} | {' | '.join(cells)} | {_cell(drops, 0)[1]} |")
+    lines += [
+        "",
+        "Two flows sharing the bottleneck (12 s; share counted at the bottleneck after 2 s)",
+        "",
+        "| flows | first flow's share | second flow's share | Jain's index | link use |",
+        "|---|---|---|---|---|",
+    ]
+    for case in sorted({c for c, _, _, _ in figures if c.startswith("shared")}):
+        cc = case.removeprefix("shared ")
+        first, second = cc.split("+")
+        cells = [
+            _cell(figures.get((case, key, "ours", cc), []), 3)[1]
+            for key in (f"flow0_{first}_share", f"flow1_{second}_share", "jain", "link_util")
+        ]
+        lines.append(f"| {first.upper()} + {second.upper()} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
@@ -113,7 +184,8 @@ def main() -> None:
     else:
         records = measure(args.rounds, args.out)
     revisions = sorted({(r["git"]["rev"][:7], r["git"]["dirty"]) for r in records if "git" in r})
-    print(f"\nMiB/s, median (min-max) of {args.rounds} rounds; revision(s) {revisions}")
+    rounds = len({r.get("round") for r in records})
+    print(f"\n{rounds} rounds; revision(s) {revisions}")
     print(summary(records))
 
 

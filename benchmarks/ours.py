@@ -231,8 +231,8 @@ class Ctx:
     def client(self) -> WebTransportClient:
         return WebTransportClient(self.config)
 
-    def dialer(self, port: int | None = None) -> Dialer:
-        return Dialer(port or self.port, self.settings)
+    def dialer(self, port: int | None = None, **overrides: Any) -> Dialer:
+        return Dialer(port or self.port, {**self.settings, **overrides})
 
 
 # --------------------------------------------------------------------------- load adapters
@@ -674,5 +674,7 @@ SCENARIOS = {
     "capacity": _load("capacity"),
     "latency_under_load": _load("latency_under_load"),
     "lossy": _load("lossy"),
+    "bottleneck": _load("bottleneck"),
+    "shared": _load("shared"),
     "workers": _load("workers"),
 }

@@ -508,8 +508,8 @@ class Ctx:
     async def session(self, proto: ClientProtocol, port: int | None = None) -> None:
         await proto.open_session(f"127.0.0.1:{port or self.port}")
 
-    def dialer(self, port: int | None = None) -> Dialer:
-        return Dialer(self.impl, port or self.port, self.settings)
+    def dialer(self, port: int | None = None, **overrides: Any) -> Dialer:
+        return Dialer(self.impl, port or self.port, {**self.settings, **overrides})
 
 
 # --------------------------------------------------------------------------- load adapters
@@ -889,5 +889,7 @@ SCENARIOS = {
     "capacity": _load("capacity"),
     "latency_under_load": _load("latency_under_load"),
     "lossy": _load("lossy"),
+    "bottleneck": _load("bottleneck"),
+    "shared": _load("shared"),
     "workers": _load("workers"),
 }
