@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import hashlib
 import json
@@ -161,7 +162,8 @@ async def _wait_go() -> None:
 
 async def capacity(ctx: Any) -> dict[str, Any]:
     """N concurrent sessions, each sending a 100 B stream message and a 100 B datagram every
-    100 ms (the server echoes both), from several client processes; a fresh server per N."""
+    100 ms on a fixed schedule (open loop; the server echoes both, round trips measured
+    from the scheduled time), from several client processes; a fresh server per N."""
     p = ctx.params
     out: dict[str, Any] = {}
     knee = None
@@ -209,6 +211,7 @@ async def _capacity_one(ctx: Any, port: int, pid: int, n: int) -> dict[str, Any]
         "dgram_lost_pct": round(100 * (1 - len(dgs) / dg_sent), 2) if dg_sent else None,
         "msgs_per_s": round(len(rtts) / dur, 1),
         "offered_pct": round(100 * sent / offered, 1) if offered else None,
+        "late_pct": round(100 * sum(r["late"] for r in results) / sent, 1) if sent else None,
         "errors": sum(r["errors"] for r in results),
         "timeouts": sum(r["timeouts"] for r in results),
         "connect_errors": sum(r["connect_errors"] for r in results),
@@ -249,30 +252,41 @@ async def _child_capacity(dialer: Any, args: argparse.Namespace) -> None:
     msg = bytes(size)
 
     async def run(i: int, conn: Any, stream: Any) -> None:
-        next_t = start + interval * i / n
+        # Open loop: the k-th send is due at a fixed time whether or not earlier echoes came
+        # back, and each round trip is measured from that time, so a server that falls
+        # behind shows as queueing delay instead of as fewer sends.
+        scheduled: collections.deque[float] = collections.deque()
+        sending = True
+
+        async def echoes() -> None:
+            while scheduled or sending:
+                await stream.readexactly(size)
+                rtt_us.append(int((perf() - scheduled.popleft()) * 1e6))
+
+        reader = asyncio.ensure_future(echoes())
         try:
-            while True:
+            due = start + interval * i / n
+            while due < end and not reader.done():
                 now = perf()
-                if next_t > now:
-                    await asyncio.sleep(next_t - now)
-                t0 = perf()
-                if t0 >= end:
-                    return
+                if due > now:
+                    await asyncio.sleep(due - now)
+                elif now - due > interval:
+                    counts["late"] += 1  # sent, but over an interval after its time
+                scheduled.append(due)
                 counts["sent"] += 1
                 await stream.write(msg)
-                await conn.send_datagram(b"E" + struct.pack("!d", t0) + bytes(size - 9))
+                await conn.send_datagram(b"E" + struct.pack("!d", due) + bytes(size - 9))
                 counts["dg_sent"] += 1
-                async with asyncio.timeout(end + _GRACE - perf()):
-                    await stream.readexactly(size)
-                rtt_us.append(int((perf() - t0) * 1e6))
-                next_t += interval
-                if next_t < perf():  # fell behind: the missed sends are not made up
-                    counts["late"] += 1
-                    next_t = perf()
+                due += interval
+            sending = False
+            async with asyncio.timeout(max(end + _GRACE - perf(), 1.0)):
+                await reader
         except TimeoutError:
             counts["timeouts"] += 1
         except Exception:
             counts["errors"] += 1
+        finally:
+            reader.cancel()
 
     await asyncio.gather(*(run(i, c, s) for i, (c, s) in enumerate(pairs)))
     await asyncio.sleep(0.3)  # datagram echoes still in flight

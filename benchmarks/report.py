@@ -114,6 +114,7 @@ CAPACITY_METRICS: list[tuple[str, str, bool]] = [
     ("dgram_lost_pct", "datagrams lost %", False),
     ("msgs_per_s", "stream echoes per s", True),
     ("offered_pct", "offered sends made %", True),
+    ("late_pct", "sends over 100 ms behind schedule %", False),
     ("server_cpu_pct", "server CPU %", False),
     ("server_kib_per_session", "server RSS per session KiB", False),
     ("connect_s", "time to connect all, s", False),
@@ -405,6 +406,8 @@ def render_run(meta: dict[str, Any], recs: list[dict[str, Any]]) -> str:
             continue
         c = cells(recs, lp)
         parts += [f"#### Loop: {lp}", "", metric_table(rows, c, impls), ""]
+        if not full:
+            parts += [_bulk_spread(recs, lp), ""]
         extra = _ours_only(meta, c)
         failed = [r for r in recs if r.get("loop") == lp and not r.get("ok")]
         extra += [
@@ -417,6 +420,46 @@ def render_run(meta: dict[str, Any], recs: list[dict[str, Any]]) -> str:
     if not full:
         parts.append(PLOT_LINK)
     return "\n".join(parts)
+
+
+def _spread(values: list[float], unit: str = "") -> str:
+    if not values:
+        return "–"
+    return f"{fmt(statistics.median(values))}{unit} ({fmt(min(values))}-{fmt(max(values))})"
+
+
+def _bulk_spread(recs: list[dict[str, Any]], loop: str) -> str:
+    """Bulk throughput round by round: the median hides how far the rounds spread (the stock
+    pacer's stall makes raw aioquic's figure jump between rounds), so each figure and each
+    ratio is shown as median (min-max) over the rounds, the ratio taken within a round."""
+    lines = [
+        "Bulk throughput over the rounds, MiB/s and ratios: median (min-max); a ratio is"
+        " taken within each round (same machine noise), then summarised.",
+        "",
+        "| transfer | rounds | ours | raw H3 tuned | raw H3 | ours ÷ tuned | ours ÷ raw H3 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for sc, key in (("upload", "upload_MiBps"), ("download", "download_MiBps")):
+        by_round: dict[int, dict[str, float]] = {}
+        for r in recs:
+            v = (r.get("results") or {}).get(key)
+            if r.get("loop") == loop and r.get("ok") and r.get("scenario") == sc and v:
+                by_round.setdefault(int(r.get("round", 0)), {})[r["impl"]] = float(v)
+        if not by_round:
+            continue
+
+        rows = list(by_round.values())
+        col = {i: [row[i] for row in rows if i in row] for i in ("ours", "rawh3t", "rawh3")}
+        rat = {
+            i: [row["ours"] / row[i] for row in rows if {"ours", i} <= set(row)]
+            for i in ("rawh3t", "rawh3")
+        }
+        lines.append(
+            f"| {sc} 32 MiB | {len(rows)} | {_spread(col['ours'])} | {_spread(col['rawh3t'])} | "
+            f"{_spread(col['rawh3'])} | {_spread(rat['rawh3t'], 'x')} | "
+            f"{_spread(rat['rawh3'], 'x')} |"
+        )
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- targets
@@ -492,11 +535,25 @@ def render_targets(runs: dict[str, dict[str, Cells]]) -> str:
         sv = c.get(("ours", "close_soak", "server_rss_kib_per_1000"))
         if cyc is None or cl is None:
             return "–", None
-        ok = cyc >= 5000 and max(cl, sv or 0.0) <= 200
-        return f"{cyc:,.0f} cycles; client {fmt(cl)}, server {fmt(sv)} KiB/1,000", ok
+        half_ok = cyc >= 5000 and max(cl, sv or 0.0) <= 200
+        # The target as first written: growth per 1,000 over the whole run (from cycle
+        # 100). The second-half slope was added later, without a library change; both
+        # are shown and both must hold.
+        span = (cyc - 100) / 1000
+        whole = [
+            (c.get(("ours", "close_soak", f"{side}_rss_kib_total")) or 0.0) / span
+            for side in ("client", "server")
+        ]
+        whole_ok = max(whole) <= 200
+        return (
+            f"{cyc:,.0f} cycles; second half: client {fmt(cl)}, server {fmt(sv)} KiB/1,000 "
+            f"{'✓' if half_ok else '✗'}; whole run: client {fmt(whole[0])}, server "
+            f"{fmt(whole[1])} KiB/1,000 {'✓' if whole_ok else '✗'}"
+        ), half_ok and whole_ok
 
     add(
-        "memory flat over 5,000 close cycles (≤ 200 KiB growth per 1,000 over the second half)",
+        "memory flat over 5,000 close cycles (≤ 200 KiB growth per 1,000, over the second"
+        " half and over the whole run from cycle 100)",
         "full",
         flat,
     )
@@ -542,8 +599,13 @@ def render_targets(runs: dict[str, dict[str, Cells]]) -> str:
         ours("multiplex_issue", "mux_jain", "≥ 0.8", ""),
     )
     add(
-        "idle memory per session (server) ≤ 48 KiB",
+        "idle memory per session (server) ≤ 48 KiB, 300 sessions",
         "bench",
+        ours("idle_cost", "server_kib_per_session", "≤ 48", " KiB"),
+    )
+    add(
+        "idle memory per session (server) ≤ 48 KiB, 1,000 sessions held a minute",
+        "full",
         ours("idle_cost", "server_kib_per_session", "≤ 48", " KiB"),
     )
 
