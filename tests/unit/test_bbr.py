@@ -220,3 +220,41 @@ def test_invariants_hold_on_any_path(rate: float, rtt: float, loss: float, seed:
     assert cc.congestion_window >= 4 * MSS
     assert cc.pacing_rate > 0
     assert out.goodput > 0
+
+
+def _trickle(cc: BbrCongestionControl, start: float, rounds: int) -> float:
+    """One small packet per round trip (an application sending now and then)."""
+    now = start
+    for number in range(rounds):
+        packet = QuicSentPacket(
+            epoch=Epoch.ONE_RTT,
+            in_flight=True,
+            is_ack_eliciting=True,
+            is_crypto_packet=False,
+            packet_number=10_000_000 + number,
+            packet_type=QuicPacketType.ONE_RTT,
+            sent_time=now,
+            sent_bytes=100,
+        )
+        cc.on_packet_sent(packet=packet)
+        now += RTT
+        cc.on_packet_acked(now=now, packet=packet)
+        cc.on_rtt_measurement(now=now, rtt=RTT)
+    return now
+
+
+def test_an_application_limited_trickle_does_not_shrink_the_model() -> None:
+    cc = bbr()
+    simulate(cc, rate=RATE, rtt=RTT, duration=2.0)
+    before = cc._max_bw.value
+    assert before > 0.8 * RATE
+    _trickle(cc, 3.0, rounds=40)  # four times the bandwidth filter's window
+    assert cc._max_bw.value >= before
+
+
+def test_an_idle_start_does_not_end_startup() -> None:
+    # Small messages before the first transfer are not a full pipe: STARTUP waits for real
+    # data before it decides the bandwidth stopped growing.
+    cc = bbr()
+    _trickle(cc, 0.0, rounds=20)
+    assert cc.state is BbrState.STARTUP

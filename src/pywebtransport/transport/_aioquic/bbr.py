@@ -16,15 +16,18 @@ What this implementation does, in the draft's terms:
 - Delivery-rate sampling per acknowledged packet (draft-cheng-iccrg-delivery-
   rate-estimation): each sent packet records the connection's delivered bytes
   and times; its ACK yields (delivered now - then) / max(send interval, ACK
-  interval). There is no application-limited marking (aioquic's congestion
-  interface does not say when the sender ran out of data): the ten-round
-  maximum filter bounds how long a slow application lowers the model.
+  interval). aioquic's congestion interface does not say when the sender ran
+  out of data, so a packet sent while less than half a BDP was in flight
+  counts as application-limited: its sample may raise the bandwidth model
+  but never lower it (after a bulk transfer, a few small messages would
+  otherwise shrink the estimate, and the next transfer would start slowly).
 - Rounds counted by delivered bytes; `max_bw` over 10 rounds; `min_rtt` over
   10 s, refreshed by a PROBE_RTT of 200 ms at 4 packets when it expires.
 - States STARTUP (pacing gain 2.77, leave when the bandwidth grew less than
-  25 % in 3 rounds, or a round lost too much), DRAIN (gain 0.35 until the data
-  in flight fits one BDP), PROBE_BW (an 8-phase gain cycle 1.25, 0.75, 1 x 6,
-  one min_rtt per phase) and PROBE_RTT.
+  25 % in 3 rounds that were not application-limited, or a round lost too
+  much), DRAIN (gain 0.35 until the data in flight fits one BDP), PROBE_BW
+  (an 8-phase gain cycle 1.25, 0.75, 1 x 6, one min_rtt per phase) and
+  PROBE_RTT.
 - The congestion window is 2 x BDP plus 3 packets for ACK aggregation while
   probing (STARTUP, DRAIN, PROBE_BW's 1.25 phase) and 1.5 x BDP plus 3 packets
   while cruising. This departs from the draft (2 x BDP throughout): ACK
@@ -164,9 +167,20 @@ class BbrCongestionControl(QuicCongestionControl):
         if self.bytes_in_flight == 0:
             # Sending resumes after an idle period: intervals start now.
             self._first_sent_time = self._delivered_time = packet.sent_time or 0.0
+        # Sent with the pipe less than half full: the application, not the path, set the
+        # rate, and the sample must not lower the model (a few small messages after a
+        # bulk transfer would otherwise shrink the bandwidth estimate to theirs).
+        # (STARTUP, before there is a BDP: less than half the window in flight.)
+        pipe = self._bdp() if self._filled_pipe else self.congestion_window
+        app_limited = self.bytes_in_flight < pipe / 2
         self.bytes_in_flight += packet.sent_bytes
         sample: Any = packet
-        sample.wt_rate = (self._delivered, self._delivered_time, self._first_sent_time)
+        sample.wt_rate = (
+            self._delivered,
+            self._delivered_time,
+            self._first_sent_time,
+            app_limited,
+        )
 
     def on_packet_acked(self, *, now: float, packet: QuicSentPacket) -> None:
         """Take one acknowledged packet: a delivery-rate sample, then the model."""
@@ -174,10 +188,10 @@ class BbrCongestionControl(QuicCongestionControl):
         self._delivered += packet.sent_bytes
         self._delivered_time = now
         stamped: Any = packet
-        sent_rate: tuple[int, float, float] | None = getattr(stamped, "wt_rate", None)
+        sent_rate: tuple[int, float, float, bool] | None = getattr(stamped, "wt_rate", None)
         if sent_rate is None:
             return
-        delivered_then, delivered_time_then, first_sent_then = sent_rate
+        delivered_then, delivered_time_then, first_sent_then, app_limited = sent_rate
         sent_time = packet.sent_time or now
         self._first_sent_time = sent_time
         round_start = False
@@ -188,10 +202,10 @@ class BbrCongestionControl(QuicCongestionControl):
         interval = max(sent_time - first_sent_then, now - delivered_time_then)
         if interval >= _MIN_INTERVAL:
             rate = (self._delivered - delivered_then) / interval
-            if rate >= self._max_bw.value or round_start:
+            if rate >= self._max_bw.value or (round_start and not app_limited):
                 self._max_bw.update(self._round_count, rate)
         if round_start:
-            self._end_round()
+            self._end_round(app_limited)
         self._advance(now)
         self._set_window(packet.sent_bytes)
 
@@ -273,7 +287,7 @@ class BbrCongestionControl(QuicCongestionControl):
             return 0.0
         return self._round_lost / total
 
-    def _end_round(self) -> None:
+    def _end_round(self, app_limited: bool = False) -> None:
         lossy = self._round_loss_rate() > LOSS_THRESH
         if lossy:
             base = max(self.bytes_in_flight + self._round_lost, self.congestion_window)
@@ -289,7 +303,8 @@ class BbrCongestionControl(QuicCongestionControl):
             self.inflight_hi += max(self._mss, self.inflight_hi // 16)
             if self.inflight_hi > 4 * self._bdp():
                 self.inflight_hi = None  # no longer binding
-        if not self._filled_pipe:
+        if not self._filled_pipe and not app_limited:
+            # A round the application held back says nothing about the pipe being full.
             bw = self._max_bw.value
             if bw >= self._full_bw * STARTUP_GROWTH:
                 self._full_bw = bw
