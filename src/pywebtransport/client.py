@@ -20,6 +20,7 @@ import hashlib
 import logging
 import socket
 import ssl
+import sys
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,6 +48,10 @@ from .transport._setup import (
 from .transport.connection import WebTransportConnection
 from .transport.manager import ConnectionManager, SessionManager
 from .transport.session import WebTransportSession
+
+# Only Linux reports a closed port at once (ICMP port unreachable on a connected socket,
+# read back as ECONNREFUSED); elsewhere the client's socket stays unconnected.
+_REPORTS_UNREACHABLE = sys.platform.startswith("linux")
 
 __all__ = ["WebTransportClient"]
 
@@ -319,11 +324,18 @@ class WebTransportClient(EventEmitter):
         engine = ConnectionEngine(quic, config, max_sessions=config.max_sessions, dispatch=FACADES)
         local: tuple[Any, ...] = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
         loop = asyncio.get_running_loop()
+        sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: engine, local_addr=local, family=family
-            )
+            sock.setblocking(False)
+            sock.bind(local)
+            if _REPORTS_UNREACHABLE:
+                # A connected socket hears the peer's ICMP port unreachable: a port where
+                # nothing listens fails the connect at once instead of after its timeout.
+                sock.connect(addr)
+                engine.peer_connected = True
+            transport, _ = await loop.create_datagram_endpoint(lambda: engine, sock=sock)
         except OSError as exc:
+            sock.close()
             close_secrets_log(quic_config)
             raise ConnectionError(f"cannot open a UDP socket for {addr}: {exc}") from exc
         tune_udp_socket(transport)
@@ -335,8 +347,16 @@ class WebTransportClient(EventEmitter):
             code = exc.error_code or 0
             if 0x100 <= code <= 0x1FF and (code - 0x100) in _CERTIFICATE_ALERTS:
                 why = engine.close_reason[1] if engine.close_reason else str(exc)
+                hint = ""
+                if "self-signed" in why or "self signed" in why or "issuer" in why:
+                    hint = (
+                        "; to trust a self-signed certificate, pin its SHA-256 with "
+                        "ClientConfig(server_certificate_hashes=[...]) (CLI: --cert-hash HEX) "
+                        "or pass the certificate file as ca_certs (CLI: --ca FILE)"
+                    )
                 raise CertificateError(
-                    f"certificate of {addr[0]}:{addr[1]} was rejected: {why}", error_code=code
+                    f"certificate of {addr[0]}:{addr[1]} was rejected: {why}{hint}",
+                    error_code=code,
                 ) from exc
             raise
         except BaseException:

@@ -24,6 +24,7 @@ from typing import Any
 
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from cryptography.hazmat.primitives import serialization
 
 from .shared.config import ServerConfig
 from .shared.constants import ErrorCodes
@@ -181,6 +182,7 @@ class WebTransportServer(EventEmitter):
                     f"{config.keyfile!r}: {exc}",
                     path=config.certfile,
                 ) from exc
+            _check_key_matches(quic_config, config.certfile, config.keyfile)
             if config.ca_certs:
                 try:
                     quic_config.load_verify_locations(cafile=config.ca_certs)
@@ -549,3 +551,20 @@ async def _wait_until(
         if remaining <= 0:
             return
         await asyncio.sleep(min(0.02, remaining))
+
+
+def _check_key_matches(quic_config: QuicConfiguration, certfile: str, keyfile: str) -> None:
+    """Refuse a key that is not the certificate's: the TLS handshake would fail for every
+    client with a bare error code, and nothing would name either file."""
+    certificate, key = quic_config.certificate, quic_config.private_key
+    if certificate is None or key is None:
+        return
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if certificate.public_key().public_bytes(der, spki) != key.public_key().public_bytes(der, spki):
+        raise CertificateError(
+            f"certificate {certfile!r} and key {keyfile!r} do not belong together (the key "
+            "is not the certificate's private key): pass the key made with this certificate "
+            "(`python -m pywebtransport gen-cert` writes both)",
+            path=keyfile,
+        )

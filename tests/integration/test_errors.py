@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -11,10 +13,11 @@ from pywebtransport import ClientConfig, WebTransportClient, WebTransportServer
 from pywebtransport.shared.exceptions import (
     CertificateError,
     ClientError,
+    ConnectionError,
     HandshakeError,
     TimeoutError,
 )
-from pywebtransport.shared.utils import CertificateInfo
+from pywebtransport.shared.utils import CertificateInfo, generate_self_signed_cert
 
 from .conftest import Capture, ServerFactory, url_of, wait_until
 
@@ -50,12 +53,43 @@ async def test_connect_timeout_silent_port(
 
 
 @pytest.mark.timeout(10)
-async def test_connect_timeout_nothing_listening(
+async def test_nothing_listening_is_reported_at_once(
     client: WebTransportClient, closed_udp_port: int
 ) -> None:
-    with pytest.raises(TimeoutError):
-        await client.connect(f"https://127.0.0.1:{closed_udp_port}/", timeout=0.5)
+    # Linux reports the ICMP port unreachable to the connected socket: the connect fails
+    # long before its (deliberately long) timeout, naming the address.
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ConnectionError) as info:
+        await client.connect(f"https://127.0.0.1:{closed_udp_port}/", timeout=8.0)
+    assert loop.time() - started < 4.0
+    assert f"nothing answered at 127.0.0.1:{closed_udp_port}" in str(info.value)
     assert len(client.connection_manager) == 0
+
+
+@pytest.mark.timeout(10)
+async def test_mismatched_certificate_and_key_refused_at_startup(
+    start_server: ServerFactory, tmp_path: Path
+) -> None:
+    first = generate_self_signed_cert("localhost", output_dir=str(tmp_path / "a"))
+    second = generate_self_signed_cert("localhost", output_dir=str(tmp_path / "b"))
+    with pytest.raises(CertificateError) as info:
+        await start_server(None, certfile=first.certfile, keyfile=second.keyfile)
+    message = str(info.value)
+    assert first.certfile in message and second.keyfile in message
+    assert "do not belong together" in message
+
+
+@pytest.mark.timeout(10)
+async def test_self_signed_rejection_says_how_to_trust_it(
+    echo_server: WebTransportServer,
+) -> None:
+    async with WebTransportClient(ClientConfig(connect_timeout=5.0)) as strict:
+        with pytest.raises(CertificateError) as info:
+            await strict.connect(url_of(echo_server))
+    message = str(info.value)
+    assert "self-signed" in message
+    assert "server_certificate_hashes" in message and "--cert-hash" in message
 
 
 @pytest.mark.timeout(5)

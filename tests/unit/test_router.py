@@ -118,3 +118,57 @@ def test_remove_and_stats() -> None:
     assert router.get_all_routes() == {}
     assert router.get_all_pattern_routes() == {}
     assert router.route_request(session("/p/1")) is None
+
+
+@pytest.mark.timeout(5)
+def test_plain_function_handler_refused_at_registration() -> None:
+    def plain(session: WebTransportSession) -> None:
+        pass
+
+    with pytest.raises(TypeError, match=r"plain function.*async def plain"):
+        RequestRouter().add_route("/echo", plain)
+
+
+@pytest.mark.timeout(5)
+def test_pattern_parameters_must_fit_the_handler() -> None:
+    async def room(session: WebTransportSession, room: str) -> None:
+        pass
+
+    with pytest.raises(
+        TypeError,
+        match=r"'/room/\{name\}': handler room\(\) cannot be called as handler\(session, name=",
+    ):
+        RequestRouter().add_pattern_route("/room/{name}", room)
+    # Matching names, keyword catch-alls and regex groups are accepted.
+    router = RequestRouter()
+    router.add_pattern_route("/room/{room}", room)
+    router.add_pattern_route(r"/files/(?P<id>\d+)", handler_a)
+
+
+@pytest.mark.timeout(5)
+@pytest.mark.parametrize("path", ["noslash", "{room}/x"])
+def test_path_without_leading_slash_refused(path: str) -> None:
+    with pytest.raises(ValueError, match="must start with '/'"):
+        if "{" in path:
+            RequestRouter().add_pattern_route(path, handler_a)
+        else:
+            RequestRouter().add_route(path, handler_a)
+    # A pattern may start with a regular expression.
+    RequestRouter().add_pattern_route(r"(?:/.*)?", handler_a)
+
+
+@pytest.mark.timeout(5)
+def test_route_decorator_without_parentheses_refused() -> None:
+    from pywebtransport.framework import ServerApp
+
+    app = ServerApp()
+
+    with pytest.raises(TypeError, match=r"needs a path string.*@app.route\(\"/echo\"\)"):
+
+        @app.route  # type: ignore[arg-type]
+        async def echo(session: WebTransportSession) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="needs a path string"):
+        app.pattern_route(handler_a)  # type: ignore[arg-type]
+    assert app.router.get_all_routes() == {}

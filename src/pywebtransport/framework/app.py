@@ -50,7 +50,7 @@ from ..transport.session import WebTransportSession
 from .asgi import ASGIAdapter, ASGIApp
 from .groups import GroupManager
 from .middleware import Middleware, MiddlewareManager, MiddlewareRejected
-from .router import RequestRouter, RouteHandler
+from .router import RequestRouter, RouteHandler, check_path
 
 __all__ = ["LifecycleHook", "ServerApp"]
 
@@ -166,8 +166,12 @@ class ServerApp:
             A decorator returning the handler unchanged.
 
         Raises:
-            ValueError: The path is already routed.
+            ValueError: The path is already routed, or does not start with `/`.
+            TypeError: The decorator was used without a path (`@app.route`
+                instead of `@app.route("/path")`), or the handler is not an
+                async function taking the session.
         """
+        check_path(path)
 
         def decorator(handler: _H) -> _H:
             self._router.add_route(path, handler)
@@ -189,8 +193,13 @@ class ServerApp:
             A decorator returning the handler unchanged.
 
         Raises:
-            ValueError: The pattern is invalid or already registered.
+            ValueError: The pattern is invalid or already registered, or does
+                not start with `/`.
+            TypeError: The decorator was used without a pattern, or the
+                handler is not an async function taking the session and the
+                pattern's named groups as keyword arguments.
         """
+        check_path(pattern, "pattern route")
 
         def decorator(handler: _H) -> _H:
             self._router.add_pattern_route(pattern, handler)

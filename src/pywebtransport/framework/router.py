@@ -8,14 +8,16 @@ always wins over patterns; the query string never takes part in routing.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..transport.session import WebTransportSession
 
-__all__ = ["RequestRouter", "RouteHandler", "compile_pattern"]
+__all__ = ["RequestRouter", "RouteHandler", "check_handler", "check_path", "compile_pattern"]
 
 RouteHandler = Callable[..., Awaitable[Any]]
 """An async callable `handler(session, **params)` that serves one session."""
@@ -53,6 +55,74 @@ def _route_path(path: str) -> str:
     return urlsplit(path).path or "/"
 
 
+def _name(handler: Any) -> str:
+    return str(getattr(handler, "__name__", None) or type(handler).__name__)
+
+
+def check_path(path: Any, what: str = "route") -> str:
+    """Refuse a route path that can never match a request.
+
+    Args:
+        path: What was passed as the path.
+        what: `"route"` or `"pattern route"`, for the message.
+
+    Returns:
+        The path.
+
+    Raises:
+        TypeError: `path` is not a string (e.g. `@app.route` used without
+            parentheses, which passes the function itself).
+        ValueError: The path does not start with `/`: request paths always do
+            (a pattern may start with a regular expression instead).
+    """
+    if not isinstance(path, str):
+        hint = f" ({_name(path)} was passed as the path)" if callable(path) else ""
+        raise TypeError(f'a {what} needs a path string, e.g. @app.route("/echo"){hint}')
+    # A pattern is a regular expression and may start with one ("(?:...)", ".*"); a
+    # literal first character other than "/" can never match a request path.
+    literal = path[:1].isalnum() or path[:1] in "{_-~" if what != "route" else True
+    if literal and not path.startswith("/"):
+        raise ValueError(f"{what} {path!r} must start with '/' (request paths do): {'/' + path!r}")
+    return path
+
+
+def check_handler(handler: Any, where: str, params: Iterable[str] = ()) -> None:
+    """Refuse a handler that would fail on every session, when it is registered.
+
+    Args:
+        handler: The handler being registered.
+        where: The route, for the message.
+        params: The names a pattern route passes as keyword arguments.
+
+    Raises:
+        TypeError: `handler` is not callable, is a plain (not `async`)
+            function, or cannot take `params` as keyword arguments.
+    """
+    if not callable(handler):
+        raise TypeError(f"{where}: the handler must be an async function, not {handler!r}")
+    target = handler.func if isinstance(handler, functools.partial) else handler
+    if inspect.isfunction(target) and not inspect.iscoroutinefunction(target):
+        raise TypeError(
+            f"{where}: handler {_name(handler)}() is a plain function; route handlers are "
+            f"awaited: write `async def {getattr(target, '__name__', 'handler')}(session, ...)`"
+        )
+    names = list(params)
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):  # builtins and some callables have none
+        return
+    try:
+        signature.bind(object(), **dict.fromkeys(names, ""))
+    except TypeError as exc:
+        accepted = ", ".join(signature.parameters) or "none"
+        wanted = ", ".join(names) or "none"
+        raise TypeError(
+            f"{where}: handler {_name(handler)}() cannot be called as "
+            f"handler(session{''.join(', ' + n + '=...' for n in names)}): {exc} "
+            f"(the route passes: session, {wanted}; the handler takes: {accepted})"
+        ) from None
+
+
 class RequestRouter:
     """Routes sessions to handlers by request path.
 
@@ -79,8 +149,13 @@ class RequestRouter:
             override: Replace an existing route instead of raising.
 
         Raises:
-            ValueError: The path is already routed and `override` is False.
+            ValueError: The path is already routed and `override` is False,
+                or does not start with `/`.
+            TypeError: The path is not a string, or the handler is not an
+                async function taking the session.
         """
+        check_path(path)
+        check_handler(handler, f"route {path!r}")
         if path in self._routes and not override:
             raise ValueError(f"route {path!r} already exists (pass override=True to replace it)")
         self._routes[path] = handler
@@ -95,11 +170,17 @@ class RequestRouter:
             handler: `async def handler(session, **params)`.
 
         Raises:
-            ValueError: The pattern is invalid or already registered.
+            ValueError: The pattern is invalid or already registered, or does
+                not start with `/`.
+            TypeError: The handler is not an async function, or cannot take
+                the pattern's named groups as keyword arguments.
         """
+        check_path(pattern, "pattern route")
         if any(existing == pattern for existing, _, _ in self._patterns):
             raise ValueError(f"pattern route {pattern!r} already exists")
-        self._patterns.append((pattern, compile_pattern(pattern), handler))
+        regex = compile_pattern(pattern)
+        check_handler(handler, f"pattern route {pattern!r}", regex.groupindex)
+        self._patterns.append((pattern, regex, handler))
 
     def remove_route(self, path: str) -> None:
         """Remove an exact route; unknown paths are ignored.

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import logging
 import socket
@@ -131,6 +132,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         "on_session_ready",
         "on_session_request",
         "owns_transport",
+        "peer_connected",
         "quic",
         "receiving",
         "settings",
@@ -177,6 +179,8 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         self.owns_transport = self.is_client
         """A client engine owns its socket and closes it when the connection ends."""
         self.sock: socket.socket | None = None
+        # The client's socket is connected to the server: send without an address.
+        self.peer_connected = False
         """A client's own socket under asyncio's selector loop, drained in batches."""
         self.handshake: asyncio.Future[None] = self.loop.create_future()
         self.settings: asyncio.Future[dict[int, int]] = self.loop.create_future()
@@ -249,11 +253,32 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         self.end_receive()
 
     def error_received(self, exc: Exception) -> None:
-        """Ignore ICMP errors: QUIC's loss recovery and idle timeout handle unreachable peers.
+        """Fail a client's handshake when nothing listens at the server's port.
+
+        A client's socket is connected to the server on Linux, so the peer's
+        ICMP port unreachable arrives here as `ConnectionRefusedError`: before
+        the handshake completed, it means no server is there, and waiting out
+        the connect timeout would only delay saying so. Every other ICMP error,
+        and any after the handshake, is left to QUIC's loss recovery and idle
+        timeout.
 
         Args:
             exc: The error the socket reported.
         """
+        if (
+            isinstance(exc, ConnectionRefusedError)
+            and self.owns_transport
+            and not self.handshake.done()
+        ):
+            peer = _aioquic.peer_address(self.quic)
+            where = f"{peer[0]}:{peer[1]}" if peer else "the server's address"
+            self.handshake.set_exception(
+                ConnectionError(
+                    f"nothing answered at {where}: no server listens on that UDP port "
+                    "(the host sent ICMP port unreachable)"
+                )
+            )
+            self._terminate(ErrorCodes.QUIC_INTERNAL_ERROR, "port unreachable")
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The client's socket closed.
@@ -428,8 +453,12 @@ class ConnectionEngine(asyncio.DatagramProtocol):
             while True:
                 if core.has_datagram_backlog:
                     core.feed_datagrams(now)
-                for data, addr in quic.datagrams_to_send(now=now):
-                    transport.sendto(data, addr)
+                if self.peer_connected:
+                    for data, _addr in quic.datagrams_to_send(now=now):
+                        transport.sendto(data)  # uvloop refuses an address here (EISCONN)
+                else:
+                    for data, addr in quic.datagrams_to_send(now=now):
+                        transport.sendto(data, addr)
                 # Queued datagrams go on until QUIC cannot send more (congestion).
                 if not core.has_datagram_backlog or _aioquic.pending_datagrams(quic):
                     break
@@ -522,9 +551,23 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         now = max(self._timer_at or 0.0, self.loop.time())
         self._timer = None
         self._timer_at = None
+        if self.owns_transport and not self.handshake.done() and self._port_refused():
+            # uvloop does not pass a connected socket's ICMP errors to error_received:
+            # ask the socket itself when the handshake is about to be retransmitted.
+            self.error_received(ConnectionRefusedError())
+            return
         self.quic.handle_timer(now=now)
         self._process_quic_events()
         self.transmit()
+
+    def _port_refused(self) -> bool:
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return False
+        try:
+            return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNREFUSED)
+        except OSError:
+            return False
 
     def _arm_alive_timer(self) -> None:
         interval = self.config.keep_alive_interval

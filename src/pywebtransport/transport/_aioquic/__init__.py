@@ -32,6 +32,8 @@ stops a stream it already reset.
 
 from __future__ import annotations
 
+import logging
+
 from .checks import logic_digest
 from .connection import (
     BurstPacer,
@@ -56,6 +58,12 @@ from .queries import (
     stats,
 )
 from .verify import verify_features
+
+# aioquic logs each connection error at WARNING on its "quic" logger; the library reports
+# the same error as an exception or in its own log, with context. Without this handler an
+# application that never configured logging would get aioquic's raw line on stderr too
+# (logging's last-resort handler); configured logging still receives it.
+logging.getLogger("quic").addHandler(logging.NullHandler())
 
 __all__ = [
     "AIOQUIC_VERSION",
