@@ -25,6 +25,7 @@ from pywebtransport import (
     create_token_auth_middleware,
     generate_self_signed_cert,
 )
+from pywebtransport.shared.utils import format_address
 
 app = ServerApp()
 
@@ -58,19 +59,22 @@ def main() -> None:
     parser.add_argument(
         "--token",
         action="append",
-        help="accepted token (repeatable; default: $WT_TOKEN or 'change-me')",
+        help="accepted token (repeatable; default: $WT_TOKEN; one of them is required)",
     )
     parser.add_argument(
         "--origin", action="append", default=[], help="allowed browser origin (fnmatch pattern)"
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    tokens = args.token or [os.environ.get("WT_TOKEN", "change-me")]
+    tokens = args.token or ([os.environ["WT_TOKEN"]] if os.environ.get("WT_TOKEN") else [])
+    if not tokens:
+        # A default token would be a password everyone knows.
+        parser.error("give the accepted token: --token TOKEN (repeatable) or WT_TOKEN=TOKEN")
     app.add_middleware(create_rate_limit_middleware(max_requests=30, window_seconds=60))
     app.add_middleware(create_cors_middleware(args.origin or ["*"], allow_missing_origin=True))
     app.add_middleware(create_token_auth_middleware(tokens))
     app.config = configure(args)
-    print(f"serving https://{args.host}:{args.port}/secure?token=...", flush=True)
+    print(f"serving https://{format_address(args.host, args.port)}/secure?token=...", flush=True)
     app.run(args.host, args.port)
 
 

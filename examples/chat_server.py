@@ -40,6 +40,7 @@ from pywebtransport import (
     WebTransportStream,
     generate_self_signed_cert,
 )
+from pywebtransport.shared.utils import format_address
 
 MAX_MESSAGE = 64 * 1024
 
@@ -120,7 +121,7 @@ def main() -> None:
     app.config = configure(args)
     if args.redis:
         app.groups = GroupManager(backend=RedisBackend(args.redis))
-    print(f"serving https://{args.host}:{args.port}/chat/<room>", flush=True)
+    print(f"serving https://{format_address(args.host, args.port)}/chat/<room>", flush=True)
     app.run(args.host, args.port, workers=args.workers)
 
 

@@ -23,6 +23,7 @@ from pywebtransport import (
     create_logging_middleware,
     generate_self_signed_cert,
 )
+from pywebtransport.shared.utils import format_address
 
 app = ServerApp()
 app.add_middleware(create_logging_middleware())
@@ -77,7 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     app.config = configure(args)
-    print(f"serving https://{args.host}:{args.port}/echo", flush=True)
+    print(f"serving https://{format_address(args.host, args.port)}/echo", flush=True)
     app.run(args.host, args.port)
 
 

@@ -38,6 +38,7 @@ from pywebtransport import (
     WebTransportSession,
     generate_self_signed_cert,
 )
+from pywebtransport.shared.utils import format_address
 
 CHUNK = 64 * 1024
 
@@ -131,10 +132,15 @@ def main() -> int:
         except ConfigurationError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        with open(args.file, "rb") as file:
+        try:
+            file = open(args.file, "rb")  # noqa: SIM115 (closed below)
+        except OSError as exc:
+            print(f"error: cannot read {args.file!r}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        with file:
             return asyncio.run(send(file, os.path.getsize(args.file), args.url, config))
     app.config = configure(args)
-    print(f"serving https://{args.host}:{args.port}/upload", flush=True)
+    print(f"serving https://{format_address(args.host, args.port)}/upload", flush=True)
     app.run(args.host, args.port)
     return 0
 

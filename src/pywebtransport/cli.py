@@ -19,6 +19,7 @@ import os
 import ssl
 import sys
 import threading
+import warnings
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar, cast
 
@@ -100,6 +101,18 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cert_hash(text: str) -> str:
+    # ClientConfig's own check, so the option and the config accept the same forms.
+    try:
+        ClientConfig(server_certificate_hashes=cast(Any, (text,)))
+    except ConfigurationError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a SHA-256: 64 hex digits, colons allowed (gen-cert prints it "
+            "as sha256; in Python, certificate_sha256(path).hex())"
+        ) from None
+    return text
+
+
 def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
@@ -120,7 +133,10 @@ def load_app(spec: str) -> ServerApp:
     """
     target = _load_object(spec)
     if not isinstance(target, ServerApp):
-        raise LookupError(f"{spec!r} is a {type(target).__name__}, not a ServerApp")
+        hint = ""
+        if callable(target) and not isinstance(target, type):
+            hint = "; if it is an ASGI application, serve it with --asgi"
+        raise LookupError(f"{spec!r} is a {type(target).__name__}, not a ServerApp{hint}")
     return target
 
 
@@ -204,6 +220,11 @@ def _serve(args: argparse.Namespace) -> int:
     except (CertificateError, ServerError, ConfigurationError, ValueError) as exc:
         _error(str(exc))
         return EXIT_FAILURE
+    except SystemExit as exc:  # app.run() ends a failed start with its one-line message
+        if not isinstance(exc.code, str):
+            raise
+        print(exc.code, file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         pass
     return 0
@@ -211,7 +232,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _gen_cert(args: argparse.Namespace) -> int:
     try:
-        info = generate_self_signed_cert(args.host, output_dir=args.out, validity_days=args.days)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            info = generate_self_signed_cert(
+                args.host, output_dir=args.out, validity_days=args.days
+            )
+        for warning in caught:
+            print(f"warning: {warning.message}", file=sys.stderr)
     except ValueError as exc:
         _error(str(exc))
         return EXIT_USAGE
@@ -273,6 +300,7 @@ def _add_client_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "--cert-hash",
         action="append",
         default=[],
+        type=_cert_hash,
         metavar="HEX",
         help="accept the server certificate with this SHA-256 (hex, colons allowed; repeatable)",
     )

@@ -35,6 +35,7 @@ from .shared.exceptions import (
     ConnectionError,
     TimeoutError,
 )
+from .shared.utils import format_address
 from .transport import _aioquic
 from .transport._core.records import SessionRecord
 from .transport._dispatch import FACADES
@@ -500,5 +501,4 @@ def _parse_url(url: str) -> tuple[str, int, str, str]:
     if parts.query:
         path += "?" + parts.query
     host = parts.hostname
-    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return host, port, path, authority
+    return host, port, path, format_address(host, port)

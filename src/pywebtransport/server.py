@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,7 @@ from .shared.constants import ErrorCodes
 from .shared.events import EventEmitter, EventType
 from .shared.exceptions import CertificateError, ServerError
 from .shared.types import Address, SessionState
+from .shared.utils import format_address
 from .transport import _aioquic
 from .transport._admission import HandshakeAdmission, HandshakeGate
 from .transport._admission.addresses import AddressCounter
@@ -259,7 +261,7 @@ class WebTransportServer(EventEmitter):
                 return
             raise ServerError(
                 f"server already listens on {self._local_addresses}; "
-                f"cannot also listen on {bind_host}:{bind_port}",
+                f"cannot also listen on {format_address(bind_host, bind_port)}",
                 bind_address=(bind_host, bind_port),
             )
         quic_config = self._load_certificates()
@@ -294,8 +296,14 @@ class WebTransportServer(EventEmitter):
             )
         except (OSError, ValueError) as exc:
             close_secrets_log(quic_config)
+            # uvloop wraps the OSError that says why (its cause) in one that does not.
+            why = getattr(exc.__cause__, "strerror", None) or getattr(exc, "strerror", None)
+            if getattr(exc.__cause__, "errno", None) == errno.EADDRINUSE or (
+                getattr(exc, "errno", None) == errno.EADDRINUSE
+            ):
+                why = f"{why} (another server listens there; pick another port)"
             raise ServerError(
-                f"cannot bind {bind_host}:{bind_port}: {getattr(exc, 'strerror', None) or exc}",
+                f"cannot bind {format_address(bind_host, bind_port)}: {why or exc}",
                 bind_address=(bind_host, bind_port),
             ) from exc
         self._endpoint = endpoint
@@ -304,7 +312,7 @@ class WebTransportServer(EventEmitter):
         if sockname:
             self._local_addresses = [(str(sockname[0]), int(sockname[1]))]
             self._bound = (bind_host, int(sockname[1]))
-        logger.info("listening on %s", self._local_addresses)
+        logger.info("listening on %s", ", ".join(format_address(*a) for a in self._local_addresses))
 
     def _admit(self, addr: Any) -> str | None:
         # Checked at the client's first Initial, before any TLS work: a client that

@@ -324,3 +324,69 @@ async def test_asgi_flag_errors(tmp_path: Path, certificate: CertificateInfo) ->
     assert code == 2 and "not an ASGI application" in err
     code, _, err = await run(*serve, "examples.asgi_echo:app", "--asgi")
     assert code == 2 and "--asgi needs --cert and --key" in err
+
+
+# ---------------------------------------------------------------- one line per mistake
+
+
+@pytest.mark.timeout(30)
+async def test_asgi_callable_served_without_the_flag_gets_a_hint(
+    certificate: CertificateInfo,
+) -> None:
+    code, _, err = await run(
+        "-m", "pywebtransport", "serve", "examples.asgi_echo:app", *cert_args(certificate)
+    )
+    assert code == 2 and "not a ServerApp" in err and "--asgi" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.timeout(30)
+async def test_gen_cert_long_validity_warns_in_one_line(tmp_path: Path) -> None:
+    code, _, err = await run(
+        "-m", "pywebtransport", "gen-cert", "--out", str(tmp_path), "--days", "30"
+    )
+    assert code == 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "14 days" in lines[0]
+
+
+@pytest.mark.timeout(30)
+async def test_malformed_cert_hash_names_the_option() -> None:
+    code, _, err = await run(
+        "-m", "pywebtransport", "client", "https://127.0.0.1:9/x", "--cert-hash", "abc"
+    )
+    assert code == 2 and "--cert-hash" in err and "64 hex digits" in err
+
+
+@pytest.mark.timeout(30)
+async def test_script_app_run_on_a_port_in_use_says_so_in_one_line(
+    tmp_path: Path, certificate: CertificateInfo
+) -> None:
+    script = tmp_path / "server.py"
+    script.write_text(
+        APP_MODULE
+        + "\nimport sys\nfrom pywebtransport import ServerConfig\n"
+        + "app.config = ServerConfig(certfile=sys.argv[1], keyfile=sys.argv[2])\n"
+        + "app.run('127.0.0.1', int(sys.argv[3]))\n"
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = str(busy.getsockname()[1])
+        code, _, err = await run(str(script), certificate.certfile, certificate.keyfile, port)
+    assert code == 1 and "Traceback" not in err
+    assert err.strip() == f"error: cannot bind 127.0.0.1:{port}: Address already in use " + (
+        "(another server listens there; pick another port)"
+    )
+
+
+@pytest.mark.timeout(30)
+async def test_examples_refuse_what_they_cannot_do(tmp_path: Path) -> None:
+    code, _, err = await run(str(EXAMPLES / "upload.py"), "send", str(tmp_path / "nope"))
+    assert code == 2 and "cannot read" in err and "Traceback" not in err
+    env_token = os.environ.pop("WT_TOKEN", None)
+    try:
+        code, _, err = await run(str(EXAMPLES / "auth_server.py"))
+    finally:
+        if env_token is not None:
+            os.environ["WT_TOKEN"] = env_token
+    assert code == 2 and "--token" in err

@@ -6,10 +6,11 @@ import asyncio
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pywebtransport import ClientConfig, WebTransportClient, WebTransportServer
+from pywebtransport import ClientConfig, EventType, WebTransportClient, WebTransportServer
 from pywebtransport.shared.exceptions import (
     CertificateError,
     ClientError,
@@ -176,3 +177,19 @@ async def test_max_sessions_429(
         again = await two.connect(url_of(server))
         assert again.is_ready
         await again.close()
+
+
+@pytest.mark.timeout(10)
+async def test_normal_client_exit_is_not_reported_as_aborted(
+    echo_server: WebTransportServer, certificate: CertificateInfo
+) -> None:
+    closed: list[Any] = []
+    echo_server.on(EventType.CONNECTION_CLOSED, closed.append)
+    config = ClientConfig(server_certificate_hashes=(certificate.sha256,), connect_timeout=5.0)
+    async with WebTransportClient(config) as user:
+        session = await user.connect(url_of(echo_server))
+        stream = await session.create_bidirectional_stream()
+        await stream.write(b"bye", end_stream=True)
+        assert await stream.read_all() == b"bye"
+    assert await wait_until(lambda: bool(closed), 5)
+    assert (closed[0].data["error_code"], closed[0].data["reason"]) == (0, "")

@@ -44,8 +44,9 @@ from typing import Any, TypeVar
 from ..server import WebTransportServer
 from ..shared.config import ServerConfig
 from ..shared.events import Event, EventType
-from ..shared.exceptions import ServerError
+from ..shared.exceptions import CertificateError, ServerError
 from ..shared.types import Address
+from ..shared.utils import format_address
 from ..transport.session import WebTransportSession
 from .asgi import ASGIAdapter, ASGIApp
 from .groups import GroupManager
@@ -472,14 +473,22 @@ class ServerApp:
 
         Raises:
             ValueError: `workers` < 1.
-            ServerError: Serving failed (e.g. port in use) or a worker failed.
+            SystemExit: Serving could not start (port in use, unreadable or
+                mismatched certificate) or a worker failed: exit status 1 and
+                one line on stderr, `error: <why>`, as a script's entry point
+                should end (`uvicorn.run` does the same). Code that must catch
+                the failure itself calls `await app.serve()`, which raises
+                `ServerError` / `CertificateError`.
         """
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers!r}")
-        if workers == 1:
-            self._run_loop(host, port, reuse_port=False)
-        else:
-            self._run_workers(host, port, workers)
+        try:
+            if workers == 1:
+                self._run_loop(host, port, reuse_port=False)
+            else:
+                self._run_workers(host, port, workers)
+        except (ServerError, CertificateError) as exc:
+            raise SystemExit(f"error: {exc}") from exc
 
     def _run_loop(self, host: str | None, port: int | None, *, reuse_port: bool) -> None:
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
@@ -542,7 +551,7 @@ class ServerApp:
         try:
             for process in processes:
                 process.start()
-            logger.info("%d workers serving on %s:%d", workers, bind_host, bind_port)
+            logger.info("%d workers serving on %s", workers, format_address(bind_host, bind_port))
             running = list(processes)
             failed = False
             while running:

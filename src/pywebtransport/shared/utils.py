@@ -38,6 +38,7 @@ __all__ = [
     "certificate_sha256",
     "decode_varint",
     "encode_varint",
+    "format_address",
     "generate_self_signed_cert",
     "init_tracing",
 ]
@@ -48,6 +49,19 @@ _BROWSER_HASH_MAX_VALIDITY_DAYS = 14
 
 _KEY_TYPES = ("ecdsa-p256", "rsa-2048")
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def format_address(host: str, port: int) -> str:
+    """Returns `host:port` as it is written in URLs, IPv6 hosts in brackets.
+
+    Args:
+        host: A host name or an IPv4 or IPv6 address, e.g. `"::"`.
+        port: The port.
+
+    Returns:
+        E.g. `"127.0.0.1:4433"` or `"[::]:4433"`.
+    """
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True, slots=True)
