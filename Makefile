@@ -13,7 +13,7 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 # Silences the mkdocs-material end-of-life banner in build output.
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: venv demo browsers peer-venv lint types test-fast test docs bench bench-full bench-smoke bench-lossy \
+.PHONY: dist venv demo browsers peer-venv lint types test-fast test docs bench bench-full bench-smoke bench-lossy \
 	test-aioquic-min test-patches-off
 
 $(BIN)/python:
@@ -67,6 +67,10 @@ types: venv
 
 test-fast: venv
 	$(BIN)/pytest $(FAST) $(PYTEST_ARGS)
+
+# A wheel of this checkout in dist/ (pip builds it with the hatchling backend).
+dist: venv
+	$(BIN)/python -m pip wheel -q --no-deps -w dist .
 
 docs: venv
 	$(BIN)/mkdocs build --strict
