@@ -26,7 +26,12 @@ from pywebtransport import (
     WebTransportStream,
 )
 from pywebtransport.framework import ASGIAdapter, ServerApp
-from pywebtransport.shared.exceptions import HandshakeError, SessionClosedError, StreamError
+from pywebtransport.shared.exceptions import (
+    HandshakeError,
+    ServerError,
+    SessionClosedError,
+    StreamError,
+)
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -63,6 +68,8 @@ class EchoApp:
             await self._changed.wait_for(lambda: predicate(self.received))
 
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            return  # nothing to set up (the server then serves without lifespan)
         try:
             await self.serve(scope, receive, send)
         finally:
@@ -371,7 +378,10 @@ async def test_receive_after_disconnect_ends_an_app_that_ignores_it(
                 if message["type"] == "webtransport.datagram.receive":
                     await send({"type": "webtransport.datagram.send", "data": message["data"]})
         except BaseException as exc:
-            ended.set_result(exc)
+            # It takes the lifespan scope for a session too: its accept is refused there,
+            # and the server serves on without lifespan.
+            if scope["type"] == "webtransport":
+                ended.set_result(exc)
             raise
 
     app = await serve_asgi(demo_style)
@@ -625,3 +635,66 @@ async def test_accept_with_response_headers(
         session = await client.connect(app_url(served, "/"))
         assert session.header("x-served-by") == "asgi"
         await session.close()
+
+
+class LifespanApp:
+    """Sets up state on startup (read by sessions from `scope["state"]`), records the order."""
+
+    def __init__(self, *, fail: str | None = None) -> None:
+        self.fail = fail
+        self.events: list[str] = []
+
+    async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    if self.fail is not None:
+                        await send({"type": "lifespan.startup.failed", "message": self.fail})
+                        return
+                    scope["state"]["greeting"] = b"hello from startup"
+                    self.events.append("startup")
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    self.events.append("shutdown")
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        assert scope["type"] == "webtransport"
+        self.events.append("session")
+        await receive()
+        await send({"type": "webtransport.accept"})
+        await send({"type": "webtransport.datagram.send", "data": scope["state"]["greeting"]})
+        while (await receive())["type"] != "webtransport.disconnect":
+            pass
+        self.events.append("session ended")
+
+
+@pytest.mark.timeout(30)
+async def test_lifespan_frames_the_server_and_its_state_reaches_sessions(
+    server_config: ServerConfig, client_config: ClientConfig
+) -> None:
+    asgi_app = LifespanApp()
+    app = ServerApp(server_config)
+    app.mount_asgi("/", asgi_app)
+    await app.listen("127.0.0.1", 0)
+    try:
+        assert asgi_app.events == ["startup"]  # before the server listened
+        async with WebTransportClient(client_config) as client:
+            session = await client.connect(app_url(app, "/x"))
+            assert await asyncio.wait_for(session.receive_datagram(), 5) == b"hello from startup"
+            await app.shutdown()
+            await asyncio.wait_for(session.wait_closed(), 5)
+    finally:
+        await app.shutdown()
+    assert asgi_app.events == ["startup", "session", "session ended", "shutdown"]
+
+
+@pytest.mark.timeout(30)
+async def test_failed_lifespan_startup_stops_the_server_with_the_apps_message(
+    server_config: ServerConfig,
+) -> None:
+    app = ServerApp(server_config)
+    app.mount_asgi("/", LifespanApp(fail="database unreachable"))
+    with pytest.raises(ServerError, match="startup failed: database unreachable"):
+        await app.listen("127.0.0.1", 0)
+    assert not app.server.is_serving

@@ -215,13 +215,17 @@ class ServerApp:
         *,
         queue_size: int = 16,
         read_size: int = 65536,
+        lifespan: bool = True,
     ) -> ASGIAdapter:
         """Serve the sessions under a path prefix with an ASGI application.
 
         The app gets the `webtransport` scope and decides on each session
         itself (`webtransport.accept` or `webtransport.close`), after the
         middleware chain accepted it; see `ASGIAdapter` and the frameworks
-        guide for the message format. A mount is a pattern route: exact
+        guide for the message format. The app's `lifespan` scope runs with
+        the app's own: `lifespan.startup` before the server listens (a
+        `lifespan.startup.failed` stops the start with the app's message),
+        `lifespan.shutdown` after the last session closed. A mount is a pattern route: exact
         routes win over it, and patterns (mounts included) are tried in the
         order they were added.
 
@@ -232,6 +236,8 @@ class ServerApp:
             queue_size: Received messages queued per session while the app is
                 busy; then the adapter stops reading (backpressure).
             read_size: Largest `data` of one `webtransport.stream.receive`.
+            lifespan: Run the app's `lifespan` scope (False: never call the app
+                with it, for an app that mistakes it for a session).
 
         Returns:
             The adapter serving the mount.
@@ -244,6 +250,11 @@ class ServerApp:
         prefix = path.rstrip("/")
         adapter = ASGIAdapter(app, root_path=prefix, queue_size=queue_size, read_size=read_size)
         self._router.add_pattern_route(f"{re.escape(prefix)}(?:/.*)?", adapter)
+        # The app's lifespan frames the server's: startup before it listens, shutdown
+        # after its last session closed.
+        if lifespan:
+            self.on_startup(adapter.startup)
+            self.on_shutdown(adapter.shutdown)
         return adapter
 
     def add_middleware(self, middleware: Middleware) -> None:

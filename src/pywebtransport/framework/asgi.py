@@ -43,6 +43,11 @@ Scope: `type` (`"webtransport"`), `asgi`, `http_version` (`"3"`), `scheme`
 - *(ext)* `{"type": "webtransport.stream.reset", "stream", "code"}` and
   `{"type": "webtransport.stream.stop_sending", "stream", "code"}`.
 
+The app's `lifespan` scope runs as ASGI servers run it (`Lifespan`):
+`ServerApp.mount_asgi()` starts it before the server listens and ends it
+after the last session closed; `scope["state"]` is copied into every
+session's scope.
+
 Backpressure holds across the adapter: each session has a bounded queue of
 received messages (`queue_size`), and while it is full the adapter stops
 reading streams, so QUIC flow control stops the client, not this process's
@@ -77,7 +82,7 @@ from ..transport.stream import (
     WebTransportStream,
 )
 
-__all__ = ["ASGIAdapter", "ASGIApp"]
+__all__ = ["ASGIAdapter", "ASGIApp", "Lifespan"]
 
 logger = logging.getLogger("pywebtransport.framework.asgi")
 
@@ -98,6 +103,118 @@ _MAX_CODE = 2**32 - 1
 _REFUSED_BY_DEFAULT = 403
 # Seconds an app gets to handle webtransport.disconnect when the server shuts down.
 _DISCONNECT_GRACE = 1.0
+
+
+# --------------------------------------------------------------------------- lifespan
+
+
+class Lifespan:
+    """Runs an ASGI application's `lifespan` scope: startup before serving, shutdown after.
+
+    As ASGI servers do (uvicorn's and hypercorn's "auto" mode): the app is called once
+    with `{"type": "lifespan", "asgi": ..., "state": {}}` and receives
+    `lifespan.startup`, later `lifespan.shutdown`. `lifespan.startup.failed` stops the
+    server with the app's message. An app that raises before answering the startup,
+    or returns without answering, does not use lifespan: that is logged at debug
+    level and serving goes on. What the app puts in `scope["state"]` reaches every
+    session's scope as a shallow copy (`scope["state"]`), as Starlette's
+    `request.state` expects.
+
+    Args:
+        app: The ASGI application.
+        timeout: Longest wait for the app's answer to the startup and to the
+            shutdown, in seconds.
+    """
+
+    def __init__(self, app: ASGIApp, *, timeout: float = 60.0) -> None:
+        self.app = app
+        self.timeout = timeout
+        self.state: dict[str, Any] = {}
+        self.supported: bool | None = None
+        """Whether the app answered the startup (None before `startup()`)."""
+        self._task: asyncio.Task[None] | None = None
+        self._messages: asyncio.Queue[_Message] | None = None
+        # phase -> (answered "complete", the app's message)
+        self._answers: dict[str, asyncio.Future[tuple[bool, str]]] = {}
+
+    async def startup(self) -> None:
+        """Send `lifespan.startup` and wait for the app's answer.
+
+        Raises:
+            ServerError: The app answered `lifespan.startup.failed` (its
+                message is in the error), or did not answer within `timeout`.
+        """
+        if self._task is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._messages = asyncio.Queue()
+        self._answers = {phase: loop.create_future() for phase in ("startup", "shutdown")}
+        self._messages.put_nowait({"type": "lifespan.startup"})
+        scope = {"type": "lifespan", "asgi": dict(_ASGI_VERSION), "state": self.state}
+        self._task = loop.create_task(self._run(scope))
+        answer = self._answers["startup"]
+        waited: set[asyncio.Future[Any]] = {answer, self._task}
+        done, _ = await asyncio.wait(
+            waited, timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if not done:
+            self._task.cancel()
+            raise ServerError(
+                f"the ASGI application did not answer lifespan.startup within {self.timeout:g} s"
+            )
+        if not answer.done():
+            self.supported = False  # ended without answering: no lifespan support
+            return
+        self.supported = True
+        complete, reason = answer.result()
+        if not complete:
+            raise ServerError(f"the ASGI application's startup failed: {reason or 'no message'}")
+
+    async def shutdown(self) -> None:
+        """Send `lifespan.shutdown` and wait (at most `timeout`) for the app's answer.
+
+        A failure the app reports is logged; shutdown goes on.
+        """
+        task, messages = self._task, self._messages
+        self._task = None
+        if task is None or messages is None:
+            return
+        if not task.done():
+            messages.put_nowait({"type": "lifespan.shutdown"})
+            answer = self._answers["shutdown"]
+            waited: set[asyncio.Future[Any]] = {answer, task}
+            await asyncio.wait(waited, timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED)
+            if answer.done() and not answer.result()[0]:
+                reason = answer.result()[1] or "no message"
+                logger.error("the ASGI application's shutdown failed: %s", reason)
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def _run(self, scope: dict[str, Any]) -> None:
+        try:
+            await self.app(scope, self._receive, self._send)
+        except Exception as exc:
+            if self._answers["startup"].done():
+                logger.exception("the ASGI application's lifespan failed")
+            else:
+                logger.debug(
+                    "the ASGI application does not use lifespan (%s: %s)", type(exc).__name__, exc
+                )
+
+    async def _receive(self) -> _Message:
+        assert self._messages is not None
+        return await self._messages.get()
+
+    async def _send(self, message: _Message) -> None:
+        kind = _field(message, "type", str)
+        for phase in ("startup", "shutdown"):
+            answer = self._answers[phase]
+            if kind in (f"lifespan.{phase}.complete", f"lifespan.{phase}.failed"):
+                if not answer.done():
+                    answer.set_result((kind.endswith("complete"), str(message.get("message", ""))))
+                return
+        raise ServerError(f"unexpected lifespan message {kind!r}")
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -323,6 +440,7 @@ class _SessionRunner:
 
     async def run_app(self) -> None:
         scope = build_scope(self.session, root_path=self.adapter.root_path)
+        scope["state"] = dict(self.adapter.lifespan.state)
         await self.adapter.app(scope, self.receive, self.send)
 
     async def receive(self) -> _Message:
@@ -635,12 +753,25 @@ class ASGIAdapter:
         self.root_path = root_path
         self.queue_size = queue_size
         self.read_size = read_size
+        self.lifespan = Lifespan(app)
         self._runners: dict[WebTransportSession, _SessionRunner] = {}
         # Accepted sessions whose app ended before serve_session() was called:
         # whether it failed.
         self._ended: weakref.WeakKeyDictionary[WebTransportSession, bool] = (
             weakref.WeakKeyDictionary()
         )
+
+    async def startup(self) -> None:
+        """Run the app's lifespan startup (`ServerApp.mount_asgi` does it on app startup).
+
+        Raises:
+            ServerError: The app reported `lifespan.startup.failed`.
+        """
+        await self.lifespan.startup()
+
+    async def shutdown(self) -> None:
+        """Run the app's lifespan shutdown (`ServerApp.mount_asgi` does it on app shutdown)."""
+        await self.lifespan.shutdown()
 
     async def open_session(self, session: WebTransportSession) -> bool:
         """Start the app for a requested session and wait until it accepted or refused.
