@@ -50,9 +50,18 @@ from .transport.connection import WebTransportConnection
 from .transport.manager import ConnectionManager, SessionManager
 from .transport.session import WebTransportSession
 
-# Only Linux reports a closed port at once (ICMP port unreachable on a connected socket,
-# read back as ECONNREFUSED); elsewhere the client's socket stays unconnected.
+# Linux reports a closed port to a connected UDP socket at once (ICMP port unreachable,
+# read back as ECONNREFUSED); elsewhere the client's socket stays unconnected, as before.
 _REPORTS_UNREACHABLE = sys.platform.startswith("linux")
+
+
+def _connectable(addr: Any) -> tuple[str, int] | None:
+    # asyncio takes (host, port) and resolves it again; an IPv6 scope id would be lost in
+    # that, so link-local addresses stay unconnected.
+    if not _REPORTS_UNREACHABLE or (len(addr) > 3 and addr[3]):
+        return None
+    return (str(addr[0]), int(addr[1]))
+
 
 __all__ = ["WebTransportClient"]
 
@@ -325,18 +334,16 @@ class WebTransportClient(EventEmitter):
         engine = ConnectionEngine(quic, config, max_sessions=config.max_sessions, dispatch=FACADES)
         local: tuple[Any, ...] = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
         loop = asyncio.get_running_loop()
-        sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            sock.setblocking(False)
-            sock.bind(local)
-            if _REPORTS_UNREACHABLE:
-                # A connected socket hears the peer's ICMP port unreachable: a port where
-                # nothing listens fails the connect at once instead of after its timeout.
-                sock.connect(addr)
-                engine.peer_connected = True
-            transport, _ = await loop.create_datagram_endpoint(lambda: engine, sock=sock)
+            # Connected to the server (Linux): its host's ICMP port unreachable then reaches
+            # the engine, so a port where nothing listens fails the connect at once.
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: engine,
+                local_addr=local,
+                remote_addr=_connectable(addr),
+                family=family,
+            )
         except OSError as exc:
-            sock.close()
             close_secrets_log(quic_config)
             raise ConnectionError(f"cannot open a UDP socket for {addr}: {exc}") from exc
         tune_udp_socket(transport)

@@ -85,6 +85,7 @@ from .utils import (
     certificate_sha256,
     decode_varint,
     encode_varint,
+    format_address,
     generate_self_signed_cert,
     init_tracing,
 )
@@ -158,6 +159,7 @@ __all__ = [
     "certificate_sha256",
     "decode_varint",
     "encode_varint",
+    "format_address",
     "generate_self_signed_cert",
     "init_tracing",
 ]

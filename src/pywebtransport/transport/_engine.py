@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import itertools
 import logging
 import socket
@@ -132,7 +131,6 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         "on_session_ready",
         "on_session_request",
         "owns_transport",
-        "peer_connected",
         "quic",
         "receiving",
         "settings",
@@ -179,8 +177,6 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         self.owns_transport = self.is_client
         """A client engine owns its socket and closes it when the connection ends."""
         self.sock: socket.socket | None = None
-        # The client's socket is connected to the server: send without an address.
-        self.peer_connected = False
         """A client's own socket under asyncio's selector loop, drained in batches."""
         self.handshake: asyncio.Future[None] = self.loop.create_future()
         self.settings: asyncio.Future[dict[int, int]] = self.loop.create_future()
@@ -453,12 +449,8 @@ class ConnectionEngine(asyncio.DatagramProtocol):
             while True:
                 if core.has_datagram_backlog:
                     core.feed_datagrams(now)
-                if self.peer_connected:
-                    for data, _addr in quic.datagrams_to_send(now=now):
-                        transport.sendto(data)  # uvloop refuses an address here (EISCONN)
-                else:
-                    for data, addr in quic.datagrams_to_send(now=now):
-                        transport.sendto(data, addr)
+                for data, addr in quic.datagrams_to_send(now=now):
+                    transport.sendto(data, addr)
                 # Queued datagrams go on until QUIC cannot send more (congestion).
                 if not core.has_datagram_backlog or _aioquic.pending_datagrams(quic):
                     break
@@ -551,23 +543,9 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         now = max(self._timer_at or 0.0, self.loop.time())
         self._timer = None
         self._timer_at = None
-        if self.owns_transport and not self.handshake.done() and self._port_refused():
-            # uvloop does not pass a connected socket's ICMP errors to error_received:
-            # ask the socket itself when the handshake is about to be retransmitted.
-            self.error_received(ConnectionRefusedError())
-            return
         self.quic.handle_timer(now=now)
         self._process_quic_events()
         self.transmit()
-
-    def _port_refused(self) -> bool:
-        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
-        if sock is None:
-            return False
-        try:
-            return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNREFUSED)
-        except OSError:
-            return False
 
     def _arm_alive_timer(self) -> None:
         interval = self.config.keep_alive_interval
