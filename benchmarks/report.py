@@ -547,8 +547,8 @@ def render_targets(runs: dict[str, dict[str, Cells]]) -> str:
         whole_ok = max(whole) <= 200
         return (
             f"{cyc:,.0f} cycles; second half: client {fmt(cl)}, server {fmt(sv)} KiB/1,000 "
-            f"{'✓' if half_ok else '✗'}; whole run: client {fmt(whole[0])}, server "
-            f"{fmt(whole[1])} KiB/1,000 {'✓' if whole_ok else '✗'}"
+            f"({'within' if half_ok else 'over'}); whole run: client {fmt(whole[0])}, server "
+            f"{fmt(whole[1])} KiB/1,000 ({'within' if whole_ok else 'over'})"
         ), half_ok and whole_ok
 
     add(

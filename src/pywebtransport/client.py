@@ -363,7 +363,8 @@ class WebTransportClient(EventEmitter):
                         "or pass the certificate file as ca_certs (CLI: --ca FILE)"
                     )
                 raise CertificateError(
-                    f"certificate of {addr[0]}:{addr[1]} was rejected: {why}{hint}",
+                    f"certificate of {format_address(str(addr[0]), int(addr[1]))} was "
+                    f"rejected: {why}{hint}",
                     error_code=code,
                 ) from exc
             raise

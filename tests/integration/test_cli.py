@@ -390,3 +390,35 @@ async def test_examples_refuse_what_they_cannot_do(tmp_path: Path) -> None:
         if env_token is not None:
             os.environ["WT_TOKEN"] = env_token
     assert code == 2 and "--token" in err
+
+
+@pytest.mark.timeout(30)
+async def test_ctrl_c_stops_a_script_server_quietly(
+    tmp_path: Path, certificate: CertificateInfo
+) -> None:
+    script = tmp_path / "server.py"
+    script.write_text(
+        APP_MODULE
+        + "\nimport logging, sys\nfrom pywebtransport import ServerConfig\n"
+        + "logging.basicConfig(level=logging.INFO)\n"
+        + "app.config = ServerConfig(certfile=sys.argv[1], keyfile=sys.argv[2])\n"
+        + "app.run('::1', 0)\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), certificate.certfile, certificate.keyfile,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+
+    # The bound address is logged as URLs write it, IPv6 in brackets.
+    async def listening() -> str:
+        assert process.stderr is not None
+        while b"listening on" not in (line := await process.stderr.readline()):
+            assert line, "the server exited before listening"
+        return line.decode()
+
+    assert "listening on [::1]:" in await asyncio.wait_for(listening(), 20)
+    process.send_signal(2)  # SIGINT, as Ctrl-C sends
+    _out, err = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 0, err.decode()
+    assert b"Traceback" not in err and b"KeyboardInterrupt" not in err

@@ -280,3 +280,12 @@ def test_certificate_info_unpacks_like_the_reference_tuple(tmp_path: Path) -> No
     # The attributes stay.
     assert len(info.sha256) == 32 and info.fingerprint == info.sha256.hex()
     assert info.js_hash().startswith("[")
+
+
+@pytest.mark.timeout(5)
+def test_format_address_brackets_ipv6() -> None:
+    from pywebtransport.shared.utils import format_address
+
+    assert format_address("127.0.0.1", 4433) == "127.0.0.1:4433"
+    assert format_address("::", 4433) == "[::]:4433"
+    assert format_address("example.com", 443) == "example.com:443"

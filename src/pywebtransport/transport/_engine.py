@@ -44,7 +44,7 @@ from ..shared.constants import ErrorCodes
 from ..shared.events import EventEmitter, EventType
 from ..shared.exceptions import ConnectionError
 from ..shared.types import ConnectionState
-from ..shared.utils import wake
+from ..shared.utils import format_address, wake
 from . import _aioquic
 from ._core import events as pe
 from ._core.dialects import Limits
@@ -267,7 +267,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
             and not self.handshake.done()
         ):
             peer = _aioquic.peer_address(self.quic)
-            where = f"{peer[0]}:{peer[1]}" if peer else "the server's address"
+            where = format_address(str(peer[0]), int(peer[1])) if peer else "the server"
             self.handshake.set_exception(
                 ConnectionError(
                     f"nothing answered at {where}: no server listens on that UDP port "
