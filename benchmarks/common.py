@@ -218,7 +218,7 @@ def pkg_version(name: str) -> str | None:
 
 
 def git_info() -> dict[str, Any]:
-    """The tree being measured: HEAD's revision and whether the work tree differs from it."""
+    """The tree being measured: HEAD's revision and whether its code (src/, benchmarks/) differs."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
     def git(*args: str) -> str | None:
@@ -231,7 +231,11 @@ def git_info() -> dict[str, Any]:
         return out.stdout.strip() if out.returncode == 0 else None
 
     rev = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain")
+    # What is measured is the library and the benchmark code; the files the runs write
+    # (results, the generated docs) do not make a tree dirty.
+    status = git(
+        "status", "--porcelain", "--", "src", "benchmarks", ":!benchmarks/results",
+    )  # fmt: skip
     return {"rev": rev, "dirty": None if status is None else bool(status)}
 
 
