@@ -28,10 +28,8 @@ from .framework.app import ServerApp
 from .framework.asgi import ASGIApp
 from .shared.config import ClientConfig, ServerConfig
 from .shared.exceptions import (
-    CertificateError,
     ConfigurationError,
     HandshakeError,
-    ServerError,
     WebTransportError,
 )
 from .shared.utils import generate_self_signed_cert
@@ -217,7 +215,7 @@ def _serve(args: argparse.Namespace) -> int:
         if args.congestion_control is not None and app.config is not None:
             app.config = app.config.update(congestion_control_algorithm=args.congestion_control)
         app.run(args.host, args.port, workers=args.workers)
-    except (CertificateError, ServerError, ConfigurationError, ValueError) as exc:
+    except (ConfigurationError, ValueError) as exc:
         _error(str(exc))
         return EXIT_FAILURE
     except SystemExit as exc:  # app.run() ends a failed start with its one-line message

@@ -297,10 +297,9 @@ class WebTransportServer(EventEmitter):
         except (OSError, ValueError) as exc:
             close_secrets_log(quic_config)
             # uvloop wraps the OSError that says why (its cause) in one that does not.
-            why = getattr(exc.__cause__, "strerror", None) or getattr(exc, "strerror", None)
-            if getattr(exc.__cause__, "errno", None) == errno.EADDRINUSE or (
-                getattr(exc, "errno", None) == errno.EADDRINUSE
-            ):
+            reason = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+            why = getattr(reason, "strerror", None)
+            if getattr(reason, "errno", None) == errno.EADDRINUSE:
                 why = f"{why} (another server listens there; pick another port)"
             raise ServerError(
                 f"cannot bind {format_address(bind_host, bind_port)}: {why or exc}",

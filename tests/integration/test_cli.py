@@ -329,6 +329,20 @@ async def test_asgi_flag_errors(tmp_path: Path, certificate: CertificateInfo) ->
 # ---------------------------------------------------------------- one line per mistake
 
 
+def script_server(tmp_path: Path, run: str) -> Path:
+    """A script serving APP_MODULE's app with the certificate and key given as its first
+    two arguments, ending with `run` (how the script starts it)."""
+    script = tmp_path / "server.py"
+    script.write_text(
+        APP_MODULE
+        + "\nimport logging, sys\nfrom pywebtransport import ServerConfig\n"
+        + "app.config = ServerConfig(certfile=sys.argv[1], keyfile=sys.argv[2])\n"
+        + run
+        + "\n"
+    )
+    return script
+
+
 @pytest.mark.timeout(30)
 async def test_asgi_callable_served_without_the_flag_gets_a_hint(
     certificate: CertificateInfo,
@@ -362,13 +376,7 @@ async def test_malformed_cert_hash_names_the_option() -> None:
 async def test_script_app_run_on_a_port_in_use_says_so_in_one_line(
     tmp_path: Path, certificate: CertificateInfo
 ) -> None:
-    script = tmp_path / "server.py"
-    script.write_text(
-        APP_MODULE
-        + "\nimport sys\nfrom pywebtransport import ServerConfig\n"
-        + "app.config = ServerConfig(certfile=sys.argv[1], keyfile=sys.argv[2])\n"
-        + "app.run('127.0.0.1', int(sys.argv[3]))\n"
-    )
+    script = script_server(tmp_path, "app.run('127.0.0.1', int(sys.argv[3]))")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
         busy.bind(("127.0.0.1", 0))
         port = str(busy.getsockname()[1])
@@ -396,14 +404,7 @@ async def test_examples_refuse_what_they_cannot_do(tmp_path: Path) -> None:
 async def test_ctrl_c_stops_a_script_server_quietly(
     tmp_path: Path, certificate: CertificateInfo
 ) -> None:
-    script = tmp_path / "server.py"
-    script.write_text(
-        APP_MODULE
-        + "\nimport logging, sys\nfrom pywebtransport import ServerConfig\n"
-        + "logging.basicConfig(level=logging.INFO)\n"
-        + "app.config = ServerConfig(certfile=sys.argv[1], keyfile=sys.argv[2])\n"
-        + "app.run('::1', 0)\n"
-    )
+    script = script_server(tmp_path, "logging.basicConfig(level=logging.INFO)\napp.run('::1', 0)")
     process = await asyncio.create_subprocess_exec(
         sys.executable, str(script), certificate.certfile, certificate.keyfile,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

@@ -200,7 +200,7 @@ class ServerApp:
                 handler is not an async function taking the session and the
                 pattern's named groups as keyword arguments.
         """
-        check_path(pattern, "pattern route")
+        check_path(pattern, pattern=True)
 
         def decorator(handler: _H) -> _H:
             self._router.add_pattern_route(pattern, handler)

@@ -130,8 +130,6 @@ class Lifespan:
         self.app = app
         self.timeout = timeout
         self.state: dict[str, Any] = {}
-        self.supported: bool | None = None
-        """Whether the app answered the startup (None before `startup()`)."""
         self._task: asyncio.Task[None] | None = None
         self._messages: asyncio.Queue[_Message] | None = None
         # phase -> (answered "complete", the app's message)
@@ -157,17 +155,16 @@ class Lifespan:
         done, _ = await asyncio.wait(
             waited, timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED
         )
-        if not done:
-            self._task.cancel()
+        if not answer.done():
+            if done:
+                return  # it ended without answering: it does not use lifespan
+            await self._end_task()
             raise ServerError(
                 f"the ASGI application did not answer lifespan.startup within {self.timeout:g} s"
             )
-        if not answer.done():
-            self.supported = False  # ended without answering: no lifespan support
-            return
-        self.supported = True
         complete, reason = answer.result()
         if not complete:
+            await self._end_task()  # no shutdown follows a failed startup
             raise ServerError(f"the ASGI application's startup failed: {reason or 'no message'}")
 
     async def shutdown(self) -> None:
@@ -176,7 +173,6 @@ class Lifespan:
         A failure the app reports is logged; shutdown goes on.
         """
         task, messages = self._task, self._messages
-        self._task = None
         if task is None or messages is None:
             return
         if not task.done():
@@ -187,9 +183,13 @@ class Lifespan:
             if answer.done() and not answer.result()[0]:
                 reason = answer.result()[1] or "no message"
                 logger.error("the ASGI application's shutdown failed: %s", reason)
-        if not task.done():
+        await self._end_task()
+
+    async def _end_task(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
             task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self, scope: dict[str, Any]) -> None:
         try:

@@ -59,12 +59,12 @@ def _name(handler: Any) -> str:
     return str(getattr(handler, "__name__", None) or type(handler).__name__)
 
 
-def check_path(path: Any, what: str = "route") -> str:
+def check_path(path: Any, *, pattern: bool = False) -> str:
     """Refuse a route path that can never match a request.
 
     Args:
         path: What was passed as the path.
-        what: `"route"` or `"pattern route"`, for the message.
+        pattern: It is a pattern (a regular expression may come first).
 
     Returns:
         The path.
@@ -75,12 +75,13 @@ def check_path(path: Any, what: str = "route") -> str:
         ValueError: The path does not start with `/`: request paths always do
             (a pattern may start with a regular expression instead).
     """
+    what = "pattern route" if pattern else "route"
     if not isinstance(path, str):
         hint = f" ({_name(path)} was passed as the path)" if callable(path) else ""
         raise TypeError(f'a {what} needs a path string, e.g. @app.route("/echo"){hint}')
-    # A pattern is a regular expression and may start with one ("(?:...)", ".*"); a
-    # literal first character other than "/" can never match a request path.
-    literal = path[:1].isalnum() or path[:1] in "{_-~" if what != "route" else True
+    # A pattern may start with a regular expression ("(?:...)", ".*"); a literal first
+    # character other than "/" can never match a request path.
+    literal = not pattern or path[:1].isalnum() or path[:1] in "{_-~"
     if literal and not path.startswith("/"):
         raise ValueError(f"{what} {path!r} must start with '/' (request paths do): {'/' + path!r}")
     return path
@@ -175,7 +176,7 @@ class RequestRouter:
             TypeError: The handler is not an async function, or cannot take
                 the pattern's named groups as keyword arguments.
         """
-        check_path(pattern, "pattern route")
+        check_path(pattern, pattern=True)
         if any(existing == pattern for existing, _, _ in self._patterns):
             raise ValueError(f"pattern route {pattern!r} already exists")
         regex = compile_pattern(pattern)

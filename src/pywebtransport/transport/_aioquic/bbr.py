@@ -33,11 +33,10 @@ What this implementation does, in the draft's terms:
   while cruising. This departs from the draft (2 x BDP throughout): ACK
   aggregation and timer jitter inflate the bandwidth filter by a few percent, so
   pacing runs a little above the bottleneck and the queue fills until the window
-  stops it; with 2 x BDP that is a standing queue of one BDP, round trips
-  doubled for everyone behind it. Measured on a 20 Mbit/s, 20 ms path with a
-  64-packet queue (benchmarks/lossy.py): small-message round trips under load
-  fell from about 2.1 to 1.6 x the idle one, at the same goodput, and a flow
-  still takes over a fifth of a bottleneck shared with CUBIC. Capped
+  stops it; with 2 x BDP that is a standing queue of up to one BDP, round
+  trips doubled for everyone behind it; 1.5 x BDP bounds it to half of one.
+  The recorded figures (a 20 Mbit/s bottleneck, benchmarks/lossy.py) are in
+  docs/guides/networks.md. Capped
   by `inflight_hi` after a lossy round: 0.7 x what was in flight, but never
   under 1.25 x BDP (what probing needs to measure the bandwidth; lower, the
   model would shrink round after round on a lossy radio link); raised again,
