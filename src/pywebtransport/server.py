@@ -36,7 +36,7 @@ from .shared.utils import format_address
 from .transport import _aioquic
 from .transport._admission import HandshakeAdmission, HandshakeGate
 from .transport._admission.addresses import AddressCounter
-from .transport._core.records import SessionRecord
+from .transport._core.records import ExchangeRecord, SessionRecord
 from .transport._dispatch import FACADES
 from .transport._endpoint import ServerEndpoint
 from .transport._engine import ConnectionEngine
@@ -47,6 +47,7 @@ from .transport._setup import (
     tune_udp_socket,
 )
 from .transport.connection import WebTransportConnection
+from .transport.http import HttpRequest
 from .transport.manager import ConnectionManager, SessionManager
 from .transport.session import WebTransportSession, ended_by_peer
 
@@ -56,6 +57,9 @@ logger = logging.getLogger("pywebtransport.server")
 
 SessionHandler = Callable[[WebTransportSession], Awaitable[Any]]
 """An async callable that serves one accepted session."""
+
+HttpHandler = Callable[[HttpRequest], Awaitable[Any]]
+"""An async callable that answers one plain HTTP/3 request (`set_http_handler`)."""
 
 GOING_AWAY_CODE = ErrorCodes.APP_SERVICE_UNAVAILABLE
 """Session close code a server sends when it shuts down."""
@@ -104,6 +108,8 @@ class WebTransportServer(EventEmitter):
             max_sessions=config.max_sessions, cleanup_interval=config.resource_cleanup_interval
         )
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._http_handler: HttpHandler | None = None
+        self._http_tasks: set[asyncio.Task[None]] = set()
         self._handshake_timers: dict[ConnectionEngine, asyncio.TimerHandle] = {}
         self._connections_per_address = AddressCounter(
             total=config.max_connections, per_address=config.max_connections_per_address
@@ -333,6 +339,8 @@ class WebTransportServer(EventEmitter):
         engine.owns_transport = False
         WebTransportConnection(engine)
         engine.on_session_request = self._on_session_request
+        engine.core.serve_http = self._http_handler is not None
+        engine.on_http_request = lambda exchange: self._on_http_request(engine, exchange)
         engine.on_session_closed = self._on_session_closed
         engine.on_closed = self._on_connection_closed
         engine.on_established = self._on_connection_established
@@ -446,6 +454,55 @@ class WebTransportServer(EventEmitter):
         else:
             await session.close()
 
+    # ------------------------------------------------------------------ plain HTTP/3
+
+    def set_http_handler(self, handler: HttpHandler | None) -> None:
+        """Answer plain HTTP/3 requests (not WebTransport) on this port with `handler`.
+
+        Without a handler they are answered 404 (405 for methods other than
+        GET and HEAD). With one, each request that is well formed runs
+        `handler(request)` in its own task, at most
+        `max_http_requests_per_connection` per connection at once (more are
+        answered 429). A handler that returns without starting a response
+        gets a 500 sent for it; one that raises, or returns mid-response,
+        has the request stream reset (`H3_INTERNAL_ERROR`). Applies to
+        connections made after the call.
+
+        Args:
+            handler: Coroutine function taking an `HttpRequest`, or None.
+        """
+        self._http_handler = handler
+
+    def _on_http_request(self, engine: ConnectionEngine, exchange: ExchangeRecord) -> bool:
+        request = HttpRequest(engine, exchange)
+        if self._closing:
+            request.respond(503, [(b"retry-after", b"1")], end=True)
+            return True
+        if self._http_handler is None:
+            return False
+        task = asyncio.get_running_loop().create_task(self._run_http(self._http_handler, request))
+        self._http_tasks.add(task)
+        task.add_done_callback(self._http_tasks.discard)
+        return True
+
+    async def _run_http(self, handler: HttpHandler, request: HttpRequest) -> None:
+        try:
+            await handler(request)
+        except asyncio.CancelledError:
+            request.abort()
+            raise
+        except Exception as exc:
+            if request.error is None:
+                logger.exception("HTTP handler for %s %r failed", request.method, request.path)
+            else:  # the client left: not a bug of the handler
+                logger.info("HTTP handler for %r ended: %s", request.path, exc)
+        if request.response_complete or request.error is not None:
+            return
+        if request.response_started:
+            request.abort()
+        else:
+            request.respond(500, [(b"content-length", b"0")], end=True)
+
     async def serve_forever(self) -> None:
         """Serve until `close()` is called (listens first if needed)."""
         if self._endpoint is None:
@@ -476,9 +533,12 @@ class WebTransportServer(EventEmitter):
         for session in sessions:
             if session.is_ready:
                 await session.drain()
-        if sessions:
+        if sessions or self._http_tasks:
+            # HTTP requests under way get the same first half of the deadline to finish.
             await _wait_until(
-                lambda: not self._session_manager.sessions(), end - deadline / 2, loop
+                lambda: not self._session_manager.sessions() and not self._http_tasks,
+                end - deadline / 2,
+                loop,
             )
         # Concurrently, within what is left of the deadline: each close waits for
         # the session's finished streams to be acknowledged.
@@ -492,7 +552,7 @@ class WebTransportServer(EventEmitter):
             ),
             return_exceptions=True,
         )
-        for task in list(self._tasks):
+        for task in [*self._tasks, *self._http_tasks]:
             task.cancel()
         connections = self._connection_manager.connections()
         # Close capsules leave before CONNECTION_CLOSE (aioquic drops unsent data).
@@ -508,8 +568,10 @@ class WebTransportServer(EventEmitter):
         )
         for conn in connections:
             conn.abort()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=max(0.1, end - loop.time()))
+        if self._tasks or self._http_tasks:
+            await asyncio.wait(
+                [*self._tasks, *self._http_tasks], timeout=max(0.1, end - loop.time())
+            )
         if self._endpoint is not None:
             for engine in self._endpoint.engines:
                 engine.abort()

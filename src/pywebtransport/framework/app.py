@@ -47,6 +47,7 @@ from ..shared.events import Event, EventType
 from ..shared.exceptions import CertificateError, ServerError
 from ..shared.types import Address
 from ..shared.utils import format_address
+from ..transport.http import HttpRequest
 from ..transport.session import WebTransportSession
 from .asgi import ASGIAdapter, ASGIApp
 from .groups import GroupManager
@@ -91,6 +92,8 @@ class ServerApp:
         self._startup_hooks: list[LifecycleHook] = []
         self._shutdown_hooks: list[LifecycleHook] = []
         self._server: WebTransportServer | None = None
+        self._http_mounts: list[tuple[str, ASGIAdapter]] = []
+        """Mounts that answer plain HTTP/3 requests under their prefix, in order."""
         self._routed: weakref.WeakKeyDictionary[
             WebTransportSession, tuple[RouteHandler, dict[str, str]]
         ] = weakref.WeakKeyDictionary()
@@ -148,6 +151,8 @@ class ServerApp:
                 )
             self._server = WebTransportServer(self._config, handler=self._dispatch)
             self._server.on(EventType.SESSION_REQUEST, self._on_session_request)
+            if self._http_mounts:
+                self._server.set_http_handler(self._serve_http)
         return self._server
 
     @property
@@ -216,6 +221,7 @@ class ServerApp:
         queue_size: int = 16,
         read_size: int = 65536,
         lifespan: bool = True,
+        http: bool = True,
     ) -> ASGIAdapter:
         """Serve the sessions under a path prefix with an ASGI application.
 
@@ -225,9 +231,14 @@ class ServerApp:
         guide for the message format. The app's `lifespan` scope runs with
         the app's own: `lifespan.startup` before the server listens (a
         `lifespan.startup.failed` stops the start with the app's message),
-        `lifespan.shutdown` after the last session closed. A mount is a pattern route: exact
+        `lifespan.shutdown` after the last session closed. Plain HTTP/3
+        requests (not WebTransport) under the prefix go to the app's `http`
+        scope, as an HTTP/3 ASGI server would hand them (`ASGIAdapter.serve_http`),
+        so one port serves a page and its WebTransport endpoint; the session
+        middleware does not see them. A mount is a pattern route: exact
         routes win over it, and patterns (mounts included) are tried in the
-        order they were added.
+        order they were added; for HTTP requests, the first mount whose prefix
+        matches answers, and a path no mount covers gets 404.
 
         Args:
             path: The prefix, e.g. `"/"` (every path) or `"/wt"` (`/wt` and
@@ -238,6 +249,8 @@ class ServerApp:
             read_size: Largest `data` of one `webtransport.stream.receive`.
             lifespan: Run the app's `lifespan` scope (False: never call the app
                 with it, for an app that mistakes it for a session).
+            http: Hand plain HTTP/3 requests under the prefix to the app's
+                `http` scope (False: they are answered 404, as without a mount).
 
         Returns:
             The adapter serving the mount.
@@ -255,7 +268,19 @@ class ServerApp:
         if lifespan:
             self.on_startup(adapter.startup)
             self.on_shutdown(adapter.shutdown)
+        if http:
+            self._http_mounts.append((prefix, adapter))
+            if self._server is not None:
+                self._server.set_http_handler(self._serve_http)
         return adapter
+
+    async def _serve_http(self, request: HttpRequest) -> None:
+        path = request.path.partition("?")[0]
+        for prefix, adapter in self._http_mounts:
+            if not prefix or path == prefix or path.startswith(prefix + "/"):
+                await adapter.serve_http(request)
+                return
+        request.respond(404, [(b"content-length", b"0")], end=True)
 
     def add_middleware(self, middleware: Middleware) -> None:
         """Append a middleware (`async def mw(*, session) -> None`) to the chain.

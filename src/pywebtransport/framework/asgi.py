@@ -43,6 +43,15 @@ Scope: `type` (`"webtransport"`), `asgi`, `http_version` (`"3"`), `scheme`
 - *(ext)* `{"type": "webtransport.stream.reset", "stream", "code"}` and
   `{"type": "webtransport.stream.stop_sending", "stream", "code"}`.
 
+Plain HTTP/3 requests on the same port (not WebTransport) get the `http`
+scope, as from any HTTP/3 ASGI server (`ASGIAdapter.serve_http`): `type`
+`"http"`, `http_version` `"3"`, `method`, `scheme`, `path`, `raw_path`,
+`query_string`, `root_path`, `headers` (`:authority` as `host`), `client`,
+`server`, `state`; `http.request` messages carry the body as it streams in
+(flow-controlled), `http.response.start` / `http.response.body` stream the
+response out, and `http.disconnect` follows the response or a client that
+gave up. Response trailers are not sent.
+
 The app's `lifespan` scope runs as ASGI servers run it (`Lifespan`):
 `ServerApp.mount_asgi()` starts it before the server listens and ends it
 after the last session closed; `scope["state"]` is copied into every
@@ -62,7 +71,7 @@ import asyncio
 import logging
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import unquote
 
@@ -75,146 +84,26 @@ from ..shared.exceptions import (
     TimeoutError,
 )
 from ..shared.types import SessionState
+from ..transport.http import HttpRequest
 from ..transport.session import WebTransportSession, ended_by_peer
 from ..transport.stream import (
     WebTransportReceiveStream,
     WebTransportSendStream,
     WebTransportStream,
 )
+from ._asgi_base import ASGI_VERSION as _ASGI_VERSION
+from ._asgi_base import ASGIApp, Lifespan
+from ._asgi_base import Message as _Message
+from ._asgi_base import message_field as _field
 
 __all__ = ["ASGIAdapter", "ASGIApp", "Lifespan"]
 
 logger = logging.getLogger("pywebtransport.framework.asgi")
 
-ASGIApp = Callable[
-    [
-        MutableMapping[str, Any],
-        Callable[[], Awaitable[MutableMapping[str, Any]]],
-        Callable[[MutableMapping[str, Any]], Awaitable[None]],
-    ],
-    Awaitable[None],
-]
-"""An ASGI 3 application: `async def app(scope, receive, send)`."""
-
-_Message = MutableMapping[str, Any]
-
-_ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
 _MAX_CODE = 2**32 - 1
 _REFUSED_BY_DEFAULT = 403
 # Seconds an app gets to handle webtransport.disconnect when the server shuts down.
 _DISCONNECT_GRACE = 1.0
-
-
-# --------------------------------------------------------------------------- lifespan
-
-
-class Lifespan:
-    """Runs an ASGI application's `lifespan` scope: startup before serving, shutdown after.
-
-    As ASGI servers do (uvicorn's and hypercorn's "auto" mode): the app is called once
-    with `{"type": "lifespan", "asgi": ..., "state": {}}` and receives
-    `lifespan.startup`, later `lifespan.shutdown`. `lifespan.startup.failed` stops the
-    server with the app's message. An app that raises before answering the startup,
-    or returns without answering, does not use lifespan: that is logged at debug
-    level and serving goes on. What the app puts in `scope["state"]` reaches every
-    session's scope as a shallow copy (`scope["state"]`), as Starlette's
-    `request.state` expects.
-
-    Args:
-        app: The ASGI application.
-        timeout: Longest wait for the app's answer to the startup and to the
-            shutdown, in seconds.
-    """
-
-    def __init__(self, app: ASGIApp, *, timeout: float = 60.0) -> None:
-        self.app = app
-        self.timeout = timeout
-        self.state: dict[str, Any] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._messages: asyncio.Queue[_Message] | None = None
-        # phase -> (answered "complete", the app's message)
-        self._answers: dict[str, asyncio.Future[tuple[bool, str]]] = {}
-
-    async def startup(self) -> None:
-        """Send `lifespan.startup` and wait for the app's answer.
-
-        Raises:
-            ServerError: The app answered `lifespan.startup.failed` (its
-                message is in the error), or did not answer within `timeout`.
-        """
-        if self._task is not None:
-            return
-        loop = asyncio.get_running_loop()
-        self._messages = asyncio.Queue()
-        self._answers = {phase: loop.create_future() for phase in ("startup", "shutdown")}
-        self._messages.put_nowait({"type": "lifespan.startup"})
-        scope = {"type": "lifespan", "asgi": dict(_ASGI_VERSION), "state": self.state}
-        self._task = loop.create_task(self._run(scope))
-        answer = self._answers["startup"]
-        waited: set[asyncio.Future[Any]] = {answer, self._task}
-        done, _ = await asyncio.wait(
-            waited, timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        if not answer.done():
-            if done:
-                return  # it ended without answering: it does not use lifespan
-            await self._end_task()
-            raise ServerError(
-                f"the ASGI application did not answer lifespan.startup within {self.timeout:g} s"
-            )
-        complete, reason = answer.result()
-        if not complete:
-            await self._end_task()  # no shutdown follows a failed startup
-            raise ServerError(f"the ASGI application's startup failed: {reason or 'no message'}")
-
-    async def shutdown(self) -> None:
-        """Send `lifespan.shutdown` and wait (at most `timeout`) for the app's answer.
-
-        A failure the app reports is logged; shutdown goes on.
-        """
-        task, messages = self._task, self._messages
-        if task is None or messages is None:
-            return
-        if not task.done():
-            messages.put_nowait({"type": "lifespan.shutdown"})
-            answer = self._answers["shutdown"]
-            waited: set[asyncio.Future[Any]] = {answer, task}
-            await asyncio.wait(waited, timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED)
-            if answer.done() and not answer.result()[0]:
-                reason = answer.result()[1] or "no message"
-                logger.error("the ASGI application's shutdown failed: %s", reason)
-        await self._end_task()
-
-    async def _end_task(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    async def _run(self, scope: dict[str, Any]) -> None:
-        try:
-            await self.app(scope, self._receive, self._send)
-        except Exception as exc:
-            if self._answers["startup"].done():
-                logger.exception("the ASGI application's lifespan failed")
-            else:
-                logger.debug(
-                    "the ASGI application does not use lifespan (%s: %s)", type(exc).__name__, exc
-                )
-
-    async def _receive(self) -> _Message:
-        assert self._messages is not None
-        return await self._messages.get()
-
-    async def _send(self, message: _Message) -> None:
-        kind = _field(message, "type", str)
-        for phase in ("startup", "shutdown"):
-            answer = self._answers[phase]
-            if kind in (f"lifespan.{phase}.complete", f"lifespan.{phase}.failed"):
-                if not answer.done():
-                    answer.set_result((kind.endswith("complete"), str(message.get("message", ""))))
-                return
-        raise ServerError(f"unexpected lifespan message {kind!r}")
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -269,13 +158,63 @@ def scope_from_request(
             headers.append((b"host", value))
         elif not name.startswith(b":"):
             headers.append((name, value))
+    scope = _request_scope(
+        "webtransport",
+        method="CONNECT",
+        scheme="https",
+        target=target,
+        headers=headers,
+        client=client,
+        server=server,
+        root_path=root_path,
+    )
+    scope["subprotocols"] = list(subprotocols)
+    return scope
+
+
+def http_scope(request: HttpRequest, *, root_path: str = "") -> dict[str, Any]:
+    """Build the `http` ASGI scope of a plain HTTP/3 request.
+
+    Args:
+        request: The request.
+        root_path: The mount point.
+
+    Returns:
+        The scope (`:authority` becomes a `host` header when the request has none).
+    """
+    headers = list(request.headers)
+    if request.authority and not any(name == b"host" for name, _ in headers):
+        headers.insert(0, (b"host", request.authority.encode()))
+    return _request_scope(
+        "http",
+        method=request.method,
+        scheme=request.scheme,
+        target=request.path.encode(),
+        headers=headers,
+        client=request.remote_address,
+        server=request.local_address,
+        root_path=root_path,
+    )
+
+
+def _request_scope(
+    kind: str,
+    *,
+    method: str,
+    scheme: str,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    client: tuple[str, int] | None,
+    server: tuple[str, int] | None,
+    root_path: str,
+) -> dict[str, Any]:
     raw_path, _, query_string = target.partition(b"?")
     return {
-        "type": "webtransport",
+        "type": kind,
         "asgi": dict(_ASGI_VERSION),
         "http_version": "3",
-        "scheme": "https",
-        "method": "CONNECT",
+        "scheme": scheme,
+        "method": method,
         "path": unquote(raw_path.decode("utf-8", "replace")),
         "raw_path": raw_path,
         "query_string": query_string,
@@ -283,20 +222,7 @@ def scope_from_request(
         "headers": headers,
         "client": client,
         "server": server,
-        "subprotocols": list(subprotocols),
     }
-
-
-def _field(message: _Message, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
-    value = message.get(key, default)
-    if value is ...:
-        raise ValueError(f"ASGI message {message.get('type')!r} needs a {key!r} field")
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ValueError(
-            f"ASGI message {message.get('type')!r}: {key!r} must be "
-            f"{getattr(kind, '__name__', kind)}, got {type(value).__name__}"
-        )
-    return value
 
 
 def _data(message: _Message, *, required: bool) -> bytes:
@@ -700,6 +626,68 @@ _AFTER_ACCEPT = frozenset(
 # --------------------------------------------------------------------------- the adapter
 
 
+class _HttpRunner:
+    """Translates between one plain HTTP/3 request and the app's `http` messages."""
+
+    def __init__(self, request: HttpRequest) -> None:
+        self.request = request
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.trailers = False
+        self.body_delivered = False
+        """The last `http.request` (`more_body` False) was received."""
+
+    async def receive(self) -> _Message:
+        request = self.request
+        if not self.body_delivered and request.error is None:
+            try:
+                body = await request.read()
+            except StreamError:
+                return {"type": "http.disconnect"}
+            self.body_delivered = request.body_complete
+            return {"type": "http.request", "body": body, "more_body": not self.body_delivered}
+        await request.wait_closed()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: _Message) -> None:
+        request = self.request
+        kind = message.get("type")
+        if request.error is not None:
+            return  # the client left: sends are dropped, as ASGI servers do
+        if request.response_complete:
+            raise RuntimeError(f"ASGI message {kind!r} after the response completed")
+        if kind == "http.response.start":
+            if self.status:
+                raise RuntimeError("ASGI message 'http.response.start' sent twice")
+            status = _field(message, "status", int)
+            self.headers = [
+                (bytes(name), bytes(value)) for name, value in message.get("headers", ())
+            ]
+            self.trailers = bool(message.get("trailers", False))
+            self.status = status
+            if not 200 <= status <= 599:
+                raise ValueError(f"ASGI http.response.start: status {status} is not 200-599")
+        elif kind == "http.response.body":
+            if not self.status:
+                raise RuntimeError("ASGI message 'http.response.body' before 'http.response.start'")
+            body = bytes(_field(message, "body", (bytes, bytearray, memoryview), b""))
+            end = not message.get("more_body", False) and not self.trailers
+            if not request.response_started:
+                request.respond(self.status, self.headers, end=end and not body)
+                if end and not body:
+                    return
+            await request.write(body, end=end)
+        elif kind == "http.response.trailers":
+            # Trailers are not sent (no HTTP/3 trailers support here); the last ends the body.
+            if not message.get("more_trailers", False):
+                if not request.response_started:
+                    request.respond(self.status, self.headers, end=True)
+                else:
+                    await request.write(b"", end=True)
+        else:
+            raise ValueError(f"unknown ASGI message type {kind!r} in an http scope")
+
+
 class ASGIAdapter:
     """Serves WebTransport sessions with an ASGI application.
 
@@ -906,6 +894,25 @@ class ASGIAdapter:
             await runner.stop()
             self._runners.pop(session, None)
         await session.close()
+
+    async def serve_http(self, request: HttpRequest) -> None:
+        """Run the app's `http` scope for a plain HTTP/3 request (not WebTransport).
+
+        As an HTTP/3 ASGI server does: the request body arrives as
+        `http.request` messages (`more_body` until the last), the response
+        leaves as `http.response.start` and `http.response.body` messages,
+        streamed, each `send` of body waiting while the client is slow. After
+        the response, `receive()` returns `http.disconnect`. Response trailers
+        are not sent. A bare server wires it with
+        `server.set_http_handler(adapter.serve_http)`.
+
+        Args:
+            request: The request.
+        """
+        scope = http_scope(request, root_path=self.root_path)
+        scope["state"] = dict(self.lifespan.state)
+        runner = _HttpRunner(request)
+        await self.app(scope, runner.receive, runner.send)
 
     async def __call__(self, session: WebTransportSession) -> None:
         """Same as `serve_session()`, so the adapter is a session handler.

@@ -568,6 +568,11 @@ class ServerConfig(BaseConfig):
             Not in the reference library.
         max_sessions_per_connection: Sessions one QUIC connection may hold;
             further CONNECTs are answered 429. Not in the reference library.
+        max_http_requests_per_connection: Plain HTTP/3 requests (not
+            WebTransport) one connection may have in flight when the server
+            answers them (an ASGI app's `http` scope, `ServerApp.mount_asgi`);
+            more are answered 429. Each buffers at most one stream receive
+            window of request body. Not in the reference library.
         wt_supported_protocols: Subprotocols this server speaks, in its
             preference order. When set, the server selects the client's first
             offered protocol that is in this list (answered as `wt-protocol`;
@@ -608,6 +613,7 @@ class ServerConfig(BaseConfig):
     verify_mode: ssl.VerifyMode = ssl.CERT_NONE
     handshake_timeout: float = 10.0
     max_sessions_per_connection: int = 10
+    max_http_requests_per_connection: int = 16
     wt_supported_protocols: tuple[str, ...] = ()
     max_connections: int = 10_000
     max_sessions: int = 10_000
@@ -647,6 +653,7 @@ class ServerConfig(BaseConfig):
         _check_int("max_sessions_per_connection", self.max_sessions_per_connection, minimum=1)
         _to_str_tuple("wt_supported_protocols", self.wt_supported_protocols)
         for name in (
+            "max_http_requests_per_connection",
             "max_connections_per_address",
             "max_sessions_per_address",
             "max_handshakes",

@@ -49,7 +49,7 @@ from . import _aioquic
 from ._core import events as pe
 from ._core.dialects import Limits
 from ._core.protocol import WebTransportCore
-from ._core.records import SessionRecord, StreamRecord
+from ._core.records import ExchangeRecord, SessionRecord, StreamRecord
 from ._setup import close_secrets_log, drain_datagrams, stream_window
 
 if TYPE_CHECKING:
@@ -126,6 +126,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         "on_cid_retired",
         "on_closed",
         "on_established",
+        "on_http_request",
         "on_session_closed",
         "on_session_pending",
         "on_session_ready",
@@ -170,6 +171,9 @@ class ConnectionEngine(asyncio.DatagramProtocol):
             supported_protocols=(
                 config.wt_supported_protocols if isinstance(config, ServerConfig) else ()
             ),
+            max_http_requests=(
+                config.max_http_requests_per_connection if isinstance(config, ServerConfig) else 0
+            ),
         )
         self.handle = next(_handles)
         """A process-unique number identifying the connection."""
@@ -201,7 +205,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         self._sent_this_tick = False
         self._alive_timer: asyncio.TimerHandle | None = None
         self._next_ping = 0.0
-        self._blocked: dict[StreamRecord, None] = {}
+        self._blocked: dict[StreamRecord | ExchangeRecord, None] = {}
         """Writers waiting for their stream's send buffer to drain."""
         self._stream_credit_waiters: list[asyncio.Future[None]] = []
         """Tasks waiting for QUIC stream credit (checked after received datagrams)."""
@@ -215,6 +219,9 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         # Hooks of the owner (client or server), None when unused.
         self.on_session_request: Callable[[SessionRecord], int | None] | None = None
         """Server side: called with each requested session; returns a status to refuse it."""
+        self.on_http_request: Callable[[ExchangeRecord], bool] | None = None
+        """Server side: called with each plain HTTP/3 request (only once `core.serve_http`
+        is set); returns False to have it answered 404."""
         self.on_session_ready: Callable[[SessionRecord], None] | None = None
         self.on_session_closed: Callable[[SessionRecord], None] | None = None
         self.on_closed: Callable[[ConnectionEngine], None] | None = None
@@ -392,6 +399,17 @@ class ConnectionEngine(asyncio.DatagramProtocol):
             elif isinstance(event, pe.SessionRequested):
                 self.last_activity = self.loop.time()
                 self._session_requested(event.session)
+            elif isinstance(event, pe.ExchangeUpdated):
+                exchange = event.exchange
+                reader, exchange.reader = exchange.reader, None
+                wake(reader)
+                if exchange.error is not None and exchange.writers:
+                    self._release_writers(exchange)
+            elif isinstance(event, pe.HttpRequestReceived):
+                self.last_activity = self.loop.time()
+                handler = self.on_http_request
+                if handler is None or not handler(event.exchange):
+                    core.respond(event.exchange, 404, [], end=True)
             elif isinstance(event, pe.StreamClosed):
                 self._blocked.pop(event.stream, None)
                 self._dispatch.session_event(self, event)
@@ -580,11 +598,11 @@ class ConnectionEngine(asyncio.DatagramProtocol):
 
     # ------------------------------------------------------------------ waiters
 
-    def wait_writable(self, rec: StreamRecord) -> asyncio.Future[None]:
+    def wait_writable(self, rec: StreamRecord | ExchangeRecord) -> asyncio.Future[None]:
         """Return a future woken when the stream's send buffer may have drained.
 
         Args:
-            rec: The stream.
+            rec: The stream (or plain HTTP/3 exchange).
 
         Returns:
             The future (several writers may wait at once).
@@ -596,11 +614,11 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         self._blocked[rec] = None
         return future
 
-    def send_buffered(self, rec: StreamRecord) -> int:
+    def send_buffered(self, rec: StreamRecord | ExchangeRecord) -> int:
         """Return the bytes of a stream not acknowledged yet.
 
         Args:
-            rec: The stream.
+            rec: The stream (or plain HTTP/3 exchange).
 
         Returns:
             The count.
@@ -677,7 +695,7 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         if self._stream_credit_waiters:
             self.wake_credit_waiters()
 
-    def _release_writers(self, rec: StreamRecord) -> None:
+    def _release_writers(self, rec: StreamRecord | ExchangeRecord) -> None:
         self._blocked.pop(rec, None)
         writers, rec.writers = rec.writers, None
         for writer in writers or ():

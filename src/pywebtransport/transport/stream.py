@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from ..shared.events import EventEmitter
 from ..shared.exceptions import StreamError, TimeoutError
 from ..shared.types import Buffer, StreamDirection, StreamState
-from ._core.records import StreamRecord, fresh
+from ._core.records import ExchangeRecord, StreamRecord, fresh
 
 if TYPE_CHECKING:
     from ._engine import ConnectionEngine
@@ -496,26 +496,7 @@ class WebTransportSendStream(_StreamBase):
             self._check_writable()
 
     async def _wait_acknowledged(self, threshold: int, timeout: float | None) -> None:
-        rec = self._rec
-        engine = self._engine
-        while engine.send_buffered(rec) > threshold:
-            if rec.write_error is not None:
-                raise fresh(rec.write_error)
-            waiter = engine.wait_writable(rec)
-            if timeout is None:
-                await waiter
-                continue
-            try:
-                async with asyncio.timeout(timeout):
-                    await waiter
-            except builtins.TimeoutError as exc:
-                raise TimeoutError(
-                    f"stream {rec.stream_id}: peer accepted no data within "
-                    f"write_timeout={timeout}s",
-                    operation="write",
-                ) from exc
-        if rec.write_error is not None:
-            raise fresh(rec.write_error)
+        await wait_acknowledged(self._engine, self._rec, threshold, timeout)
 
     async def _drain(self) -> None:
         await self._wait_acknowledged(self._high_water // 2, self._write_timeout)
@@ -610,3 +591,40 @@ class WebTransportStream(WebTransportReceiveStream, WebTransportSendStream):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+async def wait_acknowledged(
+    engine: ConnectionEngine,
+    rec: StreamRecord | ExchangeRecord,
+    threshold: int,
+    timeout: float | None,
+) -> None:
+    """Wait until at most `threshold` bytes of a stream's sending half are unacknowledged.
+
+    Args:
+        engine: The stream's connection.
+        rec: The stream (or plain HTTP/3 exchange).
+        threshold: Bytes that may stay in flight.
+        timeout: Seconds the peer may take to acknowledge, or None.
+
+    Raises:
+        StreamError: The sending half failed meanwhile.
+        TimeoutError: The peer accepted no data within `timeout`.
+    """
+    while engine.send_buffered(rec) > threshold:
+        if rec.write_error is not None:
+            raise fresh(rec.write_error)
+        waiter = engine.wait_writable(rec)
+        if timeout is None:
+            await waiter
+            continue
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except builtins.TimeoutError as exc:
+            raise TimeoutError(
+                f"stream {rec.stream_id}: peer accepted no data within write_timeout={timeout}s",
+                operation="write",
+            ) from exc
+    if rec.write_error is not None:
+        raise fresh(rec.write_error)

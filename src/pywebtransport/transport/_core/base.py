@@ -3,7 +3,8 @@
 `WebTransportCore` is assembled from layers, one module per concern, each a
 subclass of the one before: this base (state and wire helpers), `datagrams`,
 `halves` (stream reads and writes), `held` (peer streams that arrive before
-their session), `sessions` (session life cycle) and `protocol` (what the peer
+their session), `sessions` (session life cycle), `exchanges` (plain HTTP/3
+requests) and `protocol` (what the peer
 sends: HTTP/3, capsules, resets). A layer calls only itself and the layers
 below it; the one call upward (`_deliver`) is declared where it is used.
 """
@@ -20,7 +21,7 @@ from .dialects import Limits
 from .events import ProtocolEvent
 from .flow import Capsule
 from .quic import QuicPort
-from .records import HeldStream, SessionRecord, StreamIds, StreamRecord
+from .records import ExchangeRecord, HeldStream, SessionRecord, StreamIds, StreamRecord
 
 
 class ProtocolBase:
@@ -51,12 +52,15 @@ class ProtocolBase:
         "close_reason",
         "datagram_high_water_mark",
         "datagram_max_age",
+        "exchanges",
         "is_client",
         "limits",
         "max_capsule_size",
         "max_field_section_size",
+        "max_http_requests",
         "now",
         "quic",
+        "serve_http",
         "sessions",
         "state",
         "streams",
@@ -75,6 +79,9 @@ class ProtocolBase:
     state: ConnectionState
     close_reason: tuple[int, str] | None
     sessions: dict[int, SessionRecord]
+    exchanges: dict[int, ExchangeRecord]
+    serve_http: bool
+    max_http_requests: int
     streams: dict[int, StreamRecord]
     supported_protocols: tuple[str, ...]
     want_transmit: bool

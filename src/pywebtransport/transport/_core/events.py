@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .records import SessionRecord, StreamRecord
+    from .records import ExchangeRecord, SessionRecord, StreamRecord
 
 __all__ = [
+    "ExchangeUpdated",
+    "HttpRequestReceived",
     "ProtocolEvent",
     "SessionClosed",
     "SessionCreditUpdated",
@@ -149,3 +151,19 @@ class StreamClosed(ProtocolEvent):
 
     stream: StreamRecord
     "The stream."
+
+
+@dataclass(slots=True)
+class HttpRequestReceived(ProtocolEvent):
+    """A plain HTTP/3 request arrived (server side, `serve_http`); answer it with `respond`."""
+
+    exchange: ExchangeRecord
+    "The request (its `request` holds method, path and headers)."
+
+
+@dataclass(slots=True)
+class ExchangeUpdated(ProtocolEvent):
+    """Request body arrived on an exchange, the request ended, or the exchange failed."""
+
+    exchange: ExchangeRecord
+    "The exchange (wake its reader, and its writers when it failed)."

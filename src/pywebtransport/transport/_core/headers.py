@@ -20,10 +20,12 @@ from .sfv import encode_sf_string, encode_sf_string_list, parse_sf_string, parse
 __all__ = [
     "ConnectRequest",
     "HeaderError",
+    "PlainRequest",
     "build_request",
     "build_response",
     "checked_headers",
     "field_section_size",
+    "parse_plain_request",
     "parse_request",
     "parse_response",
     "select_protocol",
@@ -33,6 +35,9 @@ HeaderList = list[tuple[bytes, bytes]]
 
 _WT_AVAILABLE_PROTOCOLS = b"wt-available-protocols"
 _WT_PROTOCOL = b"wt-protocol"
+
+
+_REQUEST_PSEUDO: Final = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
 
 
 class HeaderError(ValueError):
@@ -56,6 +61,25 @@ class ConnectRequest:
     protocol_token: bytes
     headers: HeaderList
     offered_protocols: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class PlainRequest:
+    """An HTTP/3 request that is not a WebTransport CONNECT (RFC 9114 section 4.3.1).
+
+    Attributes:
+        method: `:method`, as sent (`GET`, `POST`, ...).
+        scheme: `:scheme`.
+        authority: `:authority` (or the `host` header when that is absent), may be empty.
+        path: `:path`, query included.
+        headers: The regular headers (no pseudo-headers), in order.
+    """
+
+    method: str
+    scheme: str
+    authority: str
+    path: str
+    headers: HeaderList
 
 
 def _to_bytes(value: str | bytes) -> bytes:
@@ -213,6 +237,48 @@ def parse_request(
         protocol_token=protocol,
         headers=list(headers),
         offered_protocols=offered,
+    )
+
+
+def parse_plain_request(headers: HeaderList) -> PlainRequest | int:
+    """Check an HTTP/3 request that is not a WebTransport CONNECT.
+
+    Args:
+        headers: The decoded header block (its size was checked by `parse_request`).
+
+    Returns:
+        The request, or the status that refuses it: 405 for a CONNECT (this is
+        not a proxy), 400 for a malformed request (a missing `:method`,
+        `:scheme` or `:path`, a path that is not origin-form or `*`, or an
+        unknown or repeated pseudo-header).
+    """
+    pseudo: dict[bytes, bytes] = {}
+    regular: HeaderList = []
+    host = b""
+    for name, value in headers:
+        if name.startswith(b":"):
+            if name not in _REQUEST_PSEUDO or name in pseudo or regular:
+                return 400  # RFC 9114 section 4.3: pseudo-headers come first, once each
+            pseudo[name] = value
+        else:
+            if name == b"host":
+                host = value
+            regular.append((name, value))
+    method = pseudo.get(b":method")
+    scheme = pseudo.get(b":scheme")
+    path = pseudo.get(b":path")
+    if method == b"CONNECT":
+        return 405
+    if not method or not scheme or not path or b":protocol" in pseudo:
+        return 400
+    if not (path.startswith(b"/") or (path == b"*" and method == b"OPTIONS")):
+        return 400
+    return PlainRequest(
+        method=method.decode("ascii", "replace"),
+        scheme=scheme.decode("ascii", "replace"),
+        authority=pseudo.get(b":authority", host).decode("utf-8", "replace"),
+        path=path.decode("utf-8", "replace"),
+        headers=regular,
     )
 
 

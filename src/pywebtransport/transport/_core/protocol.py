@@ -66,12 +66,12 @@ from .events import (
     StreamOpened,
     StreamResetReceived,
 )
+from .exchanges import ExchangeLayer
 from .flow import FLOW_CAPSULES
 from .halves import _UNACKED_PRUNE
-from .headers import parse_request, parse_response, select_protocol
+from .headers import parse_plain_request, parse_request, parse_response, select_protocol
 from .quic import QuicPort, RequestData, RequestHeaders, StreamSignal
-from .records import HeldStream, SessionMove, SessionRecord, StreamIds, StreamRecord
-from .sessions import SessionLayer
+from .records import ExchangeRecord, HeldStream, SessionMove, SessionRecord, StreamIds, StreamRecord
 
 __all__ = ["WebTransportCore"]
 
@@ -92,7 +92,7 @@ def _unidirectional(stream_id: int) -> bool:
     return bool(stream_id & 2)
 
 
-class WebTransportCore(SessionLayer):
+class WebTransportCore(ExchangeLayer):
     """The WebTransport state of one QUIC connection, without I/O.
 
     Args:
@@ -117,11 +117,16 @@ class WebTransportCore(SessionLayer):
         supported_protocols: Subprotocols this server speaks, in its order: a
             requested session starts with the client's first offered one that
             is among them (`choose_protocol` may change it before `accept`).
+        max_http_requests: Plain HTTP/3 requests in flight at once when
+            `serve_http` is set (more are answered 429).
 
     Attributes:
         quic: The QUIC connection, through its port.
         is_client: Which side we are.
         sessions: Sessions not closed yet, by session id.
+        exchanges: Plain HTTP/3 requests in flight, by stream id.
+        serve_http: Server side: plain HTTP/3 requests become exchanges
+            (`HttpRequestReceived`) instead of being answered 404/405.
         streams: WebTransport streams delivered to sessions, by stream id.
         want_transmit: Set whenever bytes were queued on `quic`; the I/O layer
             clears it when it transmits.
@@ -143,6 +148,7 @@ class WebTransportCore(SessionLayer):
         datagram_high_water_mark: int = 32,
         datagram_max_age: float | None = None,
         supported_protocols: Sequence[str] = (),
+        max_http_requests: int = 16,
     ) -> None:
         self.quic = quic
         self.limits = limits if limits is not None else Limits()
@@ -169,6 +175,9 @@ class WebTransportCore(SessionLayer):
         self.close_reason: tuple[int, str] | None = None
         """(error code, reason) the connection closed with, once known."""
         self.sessions: dict[int, SessionRecord] = {}
+        self.exchanges: dict[int, ExchangeRecord] = {}
+        self.serve_http = False
+        self.max_http_requests = max_http_requests
         self.streams: dict[int, StreamRecord] = {}
         self.want_transmit = True
         self._events: deque[ProtocolEvent] = deque()
@@ -378,6 +387,10 @@ class WebTransportCore(SessionLayer):
 
     def _to_h3(self, stream_id: int, data: bytes, fin: bool) -> None:
         quic = self.quic
+        if self.exchanges:
+            exchange = self.exchanges.get(stream_id)
+            if exchange is not None:
+                exchange.received += len(data)
         h3_events = quic.h3_stream_data(stream_id, data, fin)
         for stream_id in quic.malformed_requests():
             self._refused[stream_id] = None
@@ -398,7 +411,11 @@ class WebTransportCore(SessionLayer):
                 if h3_event.ended:
                     self._request_stream_ended(h3_event.stream_id)
             elif isinstance(h3_event, RequestData):
-                self._receive_connect_data(h3_event.stream_id, h3_event.data, h3_event.ended)
+                exchange = self.exchanges.get(h3_event.stream_id) if self.exchanges else None
+                if exchange is not None:
+                    self._exchange_data(exchange, h3_event.data, h3_event.ended)
+                else:
+                    self._receive_connect_data(h3_event.stream_id, h3_event.data, h3_event.ended)
                 if h3_event.ended:
                     self._request_stream_ended(h3_event.stream_id)
             elif isinstance(h3_event, StreamSignal):
@@ -444,12 +461,24 @@ class WebTransportCore(SessionLayer):
             if event.ended:
                 self._peer_finished(session)
             return
+        exchange = self.exchanges.get(stream_id) if self.exchanges else None
+        if exchange is not None:
+            # Trailers after a request body: dropped, but they may end the request.
+            if event.ended:
+                self._exchange_data(exchange, b"", True)
+            return
         request = parse_request(
             list(event.headers),
             stream_ended=event.ended,
             max_field_section_size=self.max_field_section_size,
         )
         if isinstance(request, int):
+            if request in (404, 405) and self.serve_http:
+                plain = parse_plain_request(list(event.headers))
+                if not isinstance(plain, int):
+                    self._new_exchange(stream_id, plain, event.ended)
+                    return
+                request = plain
             self._answer(stream_id, request)
             return
         if len(self.sessions) >= self.limits.max_sessions:
@@ -602,6 +631,11 @@ class WebTransportCore(SessionLayer):
         if session is not None:
             session.fin_sent = True
             self._end_session(session, 0, "CONNECT stream reset", by_peer=True, clean=False)
+        exchange = self.exchanges.get(stream_id) if self.exchanges else None
+        if exchange is not None:
+            self._fail_exchange(
+                exchange, f"the client reset request stream {stream_id}", error_code
+            )
         self._closed_by_capsule.pop(stream_id, None)
         if stream_id in self._http3:
             self._http3.discard(stream_id)
@@ -652,6 +686,14 @@ class WebTransportCore(SessionLayer):
                 )
                 self._events.append(StopSendingReceived(rec))
             return
+        exchange = self.exchanges.get(stream_id) if self.exchanges else None
+        if exchange is not None:
+            # The client no longer wants the response (QUIC reset our sending half).
+            if not exchange.body_ended:
+                self._safe_stop(stream_id, ErrorCodes.H3_REQUEST_CANCELLED)
+            self._fail_exchange(
+                exchange, f"the client stopped the response on stream {stream_id}", error_code
+            )
         if stream_id in self._http3:
             self.quic.h3_stop_sending(stream_id, error_code)
         elif self._may_be_unclaimed_peer_bidi(stream_id):

@@ -27,10 +27,11 @@ from ...shared.types import SessionState
 if TYPE_CHECKING:
     from .dialects import Dialect
     from .flow import SessionFlow
-    from .headers import ConnectRequest
+    from .headers import ConnectRequest, PlainRequest
 
 __all__ = [
     "SESSION_TRANSITIONS",
+    "ExchangeRecord",
     "HeldStream",
     "SessionMove",
     "SessionRecord",
@@ -440,6 +441,69 @@ class StreamRecord:
     def __repr__(self) -> str:
         kind = "uni" if self.unidirectional else "bidi"
         return f"<StreamRecord {self.stream_id} {kind} session={self.session.session_id}>"
+
+
+class ExchangeRecord:
+    """One plain HTTP/3 request and its response (server side, `serve_http`).
+
+    Attributes:
+        stream_id: The request stream.
+        request: The request's line and headers.
+        chunks: Request body received and not read yet, in order.
+        buffered: Total bytes in `chunks`.
+        received: Bytes of the request stream seen (frames included): the base
+            of the credit granted back as the body is read.
+        window_sent: The receive limit last granted, -1 when aioquic manages it.
+        body_ended: The peer finished the request (all of the body is in `chunks` or read).
+        response_started: The response's HEADERS were sent.
+        response_ended: The response is complete (or abandoned).
+        error: Why the exchange ended early (the peer reset or stopped the stream,
+            the connection closed); set once.
+        reader: I/O layer: the future a body reader waits on.
+        writers: I/O layer: futures of body writers waiting for the buffer to drain.
+    """
+
+    __slots__ = (
+        "body_ended",
+        "buffered",
+        "chunks",
+        "error",
+        "reader",
+        "received",
+        "request",
+        "response_ended",
+        "response_started",
+        "stream_id",
+        "window_sent",
+        "writers",
+    )
+
+    def __init__(self, stream_id: int, request: PlainRequest) -> None:
+        self.stream_id = stream_id
+        self.request = request
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.received = 0
+        self.window_sent = -1
+        self.body_ended = False
+        self.response_started = False
+        self.response_ended = False
+        self.error: StreamError | None = None
+        self.reader: Any = None
+        self.writers: list[Any] | None = None
+
+    @property
+    def write_error(self) -> StreamError | None:
+        """Why writing the response failed (the I/O layer's name for `error`)."""
+        return self.error
+
+    @property
+    def done(self) -> bool:
+        """Whether nothing more can happen on the exchange."""
+        return self.error is not None or (self.body_ended and self.response_ended)
+
+    def __repr__(self) -> str:
+        return f"<ExchangeRecord {self.stream_id} {self.request.method} {self.request.path!r}>"
 
 
 _NO_CHUNKS: Final[deque[bytes]] = deque(maxlen=0)
