@@ -305,16 +305,19 @@ class ServerProcess:
     The child prints ``READY <port>`` when it listens and exits when its stdin closes.
     """
 
-    def __init__(self, argv: list[str], ready_timeout: float = 30.0) -> None:
+    def __init__(
+        self, argv: list[str], ready_timeout: float = 30.0, env: dict[str, str] | None = None
+    ) -> None:
         self.argv = argv
         self.ready_timeout = ready_timeout
+        self.env = None if env is None else {**os.environ, **env}
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self._err = tempfile.NamedTemporaryFile(prefix="pwt-bench-server-", delete=False)  # noqa: SIM115
 
     def start(self) -> ServerProcess:
         self.proc = subprocess.Popen(
-            self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err
+            self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, env=self.env
         )
         got: list[bytes] = []
         t = threading.Thread(target=lambda: got.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]

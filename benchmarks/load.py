@@ -301,16 +301,31 @@ async def _child_capacity(dialer: Any, args: argparse.Namespace) -> None:
 
 async def workers(ctx: Any) -> dict[str, Any]:
     """Sessions/s and messages/s against 1 and 2 server processes sharing one port
-    (`ServerApp.run(workers=W)`; raw: W aioquic servers bound with SO_REUSEPORT)."""
+    (`ServerApp.run(workers=W)`; raw: W aioquic servers bound with SO_REUSEPORT).
+
+    Ours also runs W=2 with connection-id routing off (`w2_kernelhash_*`: the kernel
+    hashes addresses, as raw's servers do): `routing_*_ratio` is with ÷ without.
+    """
     p, env = ctx.params, ctx.env
     out: dict[str, Any] = {}
-    for w in p["worker_counts"]:
+    counts: list[Any] = list(p["worker_counts"])
+    if env.impl == "ours" and 2 in counts:
+        counts.append("2_kernelhash")
+    for label in counts:
+        w = int(str(label).split("_")[0])
         port = free_udp_port()
         servers = []
         try:
             if env.impl == "ours":
+                patches = {"PYWEBTRANSPORT_AIOQUIC_PATCHES": "cid_routing"}
                 servers.append(
-                    await asyncio.to_thread(env.start_server, "--app-workers", str(w), port=port)
+                    await asyncio.to_thread(
+                        env.start_server,
+                        "--app-workers",
+                        str(w),
+                        port=port,
+                        env=patches if label == "2_kernelhash" else None,
+                    )
                 )
             else:
                 for _ in range(w):
@@ -322,11 +337,14 @@ async def workers(ctx: Any) -> dict[str, Any]:
         finally:
             for server in servers:
                 env.stop(server)
-        out.update({f"w{w}_{k}": v for k, v in res.items()})
+        out.update({f"w{label}_{k}": v for k, v in res.items()})
     if all(f"w{w}_sessions_per_s" in out for w in (1, 2)):
         for key in ("sessions_per_s", "msgs_per_s"):
             one = out[f"w1_{key}"]
             out[f"{key}_scale"] = round(out[f"w2_{key}"] / one, 2) if one else None
+            hashed = out.get(f"w2_kernelhash_{key}")
+            if hashed:
+                out[f"routing_{key}_ratio"] = round(out[f"w2_{key}"] / hashed, 2)
     return out
 
 

@@ -132,6 +132,22 @@ FULL_METRICS: list[Metric] = [
     ("workers", "w2_msgs_per_s", "2 workers: messages per s", True, None),
     ("workers", "msgs_per_s_scale", "messages per s, 2 ÷ 1 workers", True, None),
     (
+        "workers",
+        "w2_kernelhash_sessions_per_s",
+        "2 workers, address hash: sessions per s",
+        True,
+        None,
+    ),
+    (
+        "workers",
+        "routing_sessions_per_s_ratio",
+        "sessions per s, routing ÷ address hash",
+        True,
+        None,
+    ),
+    ("workers", "w2_kernelhash_msgs_per_s", "2 workers, address hash: messages per s", True, None),
+    ("workers", "routing_msgs_per_s_ratio", "messages per s, routing ÷ address hash", True, None),
+    (
         "idle_cost",
         "server_cpu_ms_per_session_min",
         "idle server CPU ms per session per minute",

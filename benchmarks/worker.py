@@ -64,12 +64,15 @@ class Env:
             argv += ["--profile", self.profile]
         return argv
 
-    def start_server(self, *extra: str, port: int | None = None) -> ServerProcess:
+    def start_server(
+        self, *extra: str, port: int | None = None, env: dict[str, str] | None = None
+    ) -> ServerProcess:
         """A server child on `port` (default: a free one, retried on a clash)."""
         for attempt in range(3):
             p = port or free_udp_port()
             try:
-                server = ServerProcess([*self.server_argv(*extra), "--port", str(p)]).start()
+                argv = [*self.server_argv(*extra), "--port", str(p)]
+                server = ServerProcess(argv, env=env).start()
             except RuntimeError:
                 if attempt == 2 or port:
                     raise

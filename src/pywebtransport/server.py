@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,12 +36,13 @@ from .shared.exceptions import CertificateError, ServerError
 from .shared.types import Address, SessionState
 from .shared.utils import format_address
 from .transport import _aioquic
-from .transport._admission import HandshakeAdmission, HandshakeGate
+from .transport._admission import HandshakeAdmission, HandshakeGate, RetryTokens
 from .transport._admission.addresses import AddressCounter
 from .transport._core.records import ExchangeRecord, SessionRecord
 from .transport._dispatch import FACADES
 from .transport._endpoint import ServerEndpoint
 from .transport._engine import ConnectionEngine
+from .transport._routing import CidScheme, derive_key
 from .transport._setup import (
     apply_log_level,
     build_quic_configuration,
@@ -238,7 +241,13 @@ class WebTransportServer(EventEmitter):
         logger.info("certificate reloaded from %s", config.certfile)
 
     async def listen(
-        self, host: str | None = None, port: int | None = None, *, reuse_port: bool = False
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        reuse_port: bool = False,
+        sock: socket.socket | None = None,
+        worker: tuple[int, int] = (0, 1),
     ) -> None:
         """Bind the UDP socket and start accepting connections.
 
@@ -250,9 +259,14 @@ class WebTransportServer(EventEmitter):
             port: Overrides `config.bind_port` (0 picks a free port).
             reuse_port: Set `SO_REUSEPORT` so several processes can bind the
                 same port and the kernel spreads clients over them (Linux,
-                BSD). Used by `ServerApp.run(workers=N)`. A QUIC connection
-                whose client address changes may then reach another process
-                and fail: connection migration does not work across workers.
+                BSD). A QUIC connection whose client address changes may then
+                reach another process and fail, unless the port's reuseport
+                group routes by connection id (`ServerApp.run(workers=N)` does).
+            sock: A UDP socket already bound (`host`/`port` then only name it
+                in logs); `ServerApp.run(workers=N)` binds one per worker, in
+                worker order, before forking.
+            worker: (index, count) of this process among the workers sharing
+                the port: its connection ids carry the index, for the routing.
 
         Raises:
             CertificateError: The certificate or key cannot be read or loaded.
@@ -274,11 +288,24 @@ class WebTransportServer(EventEmitter):
         await self._connection_manager.__aenter__()
         await self._session_manager.__aenter__()
         config = self._config
+        secret = config.server_secret or os.urandom(32)
+        scheme = CidScheme(
+            worker=worker[0],
+            workers=worker[1],
+            server_id=bytes.fromhex(config.quic_lb_server_id),
+            reset_key=derive_key(secret, "stateless reset"),
+        )
+        try:
+            scheme.check_length(quic_config.connection_id_length)
+        except ValueError as exc:
+            raise ServerError(f"quic_lb_server_id: {exc}") from exc
         tuning = _aioquic.ConnectionTuning(
             max_streams_bidi=config.quic_max_concurrent_bidi_streams,
             max_streams_uni=config.quic_max_concurrent_uni_streams,
+            cids=scheme,
         )
         gate = HandshakeGate(
+            tokens=RetryTokens(derive_key(secret, "retry", 16)),
             admission=HandshakeAdmission(
                 max_handshakes=config.max_handshakes,
                 max_handshakes_per_address=config.max_handshakes_per_address,
@@ -297,8 +324,11 @@ class WebTransportServer(EventEmitter):
                     new_connection=self._new_connection,
                     admit=self._admit,
                 ),
-                local_addr=(bind_host, bind_port),
-                reuse_port=reuse_port or None,
+                **(
+                    {"sock": sock}
+                    if sock is not None
+                    else {"local_addr": (bind_host, bind_port), "reuse_port": reuse_port or None}
+                ),
             )
         except (OSError, ValueError) as exc:
             close_secrets_log(quic_config)

@@ -47,7 +47,10 @@ OUTPUTS: dict[asyncio.subprocess.Process, Output] = {}
 
 
 async def spawn(
-    processes: list[asyncio.subprocess.Process], *args: str, cwd: Path = ROOT
+    processes: list[asyncio.subprocess.Process],
+    *args: str,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
 ) -> asyncio.subprocess.Process:
     """Start `python *args` with the library on its path; its output is watched.
 
@@ -55,16 +58,18 @@ async def spawn(
         processes: The `processes` fixture (conftest.py; it stops the process).
         *args: Arguments to the interpreter.
         cwd: Working directory.
+        env: Variables added to this process's environment.
 
     Returns:
         The process.
     """
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT / "src"))
+    variables = dict(os.environ, **(env or {}))
+    variables.update(PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT / "src"))
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         *args,
         cwd=cwd,
-        env=env,
+        env=variables,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )

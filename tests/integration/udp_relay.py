@@ -15,7 +15,9 @@ a range like 10-20 is uniform jitter that keeps order). `--reorder` percent wait
 extra 5-15 ms so later datagrams overtake them; `--dup` percent are sent twice.
 
 Every client address gets its own socket towards the target, so several clients (one
-QUIC connection each) share the links, as flows share a real bottleneck. On SIGTERM it
+QUIC connection each) share the links, as flows share a real bottleneck. `--rebind-every`
+seconds, each of those sockets is replaced by a new one (a new source port), as a NAT
+rebinds an idle flow or a phone changes networks: the server sees the client move. On SIGTERM it
 prints one JSON line: counts, and per client port the bytes of its datagrams the uplink
 carried (not dropped), in `bin_s` bins from the relay's start (`flows`), from which a
 benchmark reads each flow's share of the bottleneck.
@@ -160,7 +162,20 @@ class Relay:
         self.flows: dict[int, list[int]] = {}
         self.start = loop.time()
         self.send_errors = 0
+        self.rebinds = 0
         loop.add_reader(self.front.fileno(), self._from_clients)
+        if args.rebind_every > 0:
+            self._rebind_every = args.rebind_every
+            loop.call_later(args.rebind_every, self._rebind)
+
+    def _rebind(self) -> None:
+        for addr, old in list(self.backs.items()):
+            self.loop.remove_reader(old.fileno())
+            old.close()
+            back = self.backs[addr] = _socket(None, self.target)
+            self.loop.add_reader(back.fileno(), self._from_server, back, addr)
+            self.rebinds += 1
+        self.loop.call_later(self._rebind_every, self._rebind)
 
     def _send(self, sock: socket.socket, data: bytes, addr: Any) -> None:
         try:
@@ -209,6 +224,7 @@ class Relay:
         return {
             **counts,
             "send_errors": self.send_errors,
+            "rebinds": self.rebinds,
             "bin_s": BIN_S,
             "flows": {str(port): bins for port, bins in self.flows.items()},
         }
@@ -229,6 +245,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--loss", type=float, default=0.0, help="percent")
     ap.add_argument("--burst", type=float, default=1.0, help="mean loss burst, datagrams")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--rebind-every", type=float, default=0.0, help="seconds; 0: never")
     return ap
 
 

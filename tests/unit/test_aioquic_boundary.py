@@ -45,6 +45,7 @@ def test_off_switches_every_optimisation_but_not_pinning() -> None:
     assert features["peer_certificate"][0] is True
     # Security and correctness features stay on; every optimisation is off.
     assert sorted(name for name, (on, _) in features.items() if on) == [
+        "cid_routing",
         "h3_settings",
         "peer_certificate",
         "stream_credit",
@@ -66,15 +67,15 @@ def test_a_changed_internal_switches_its_feature_off_with_one_warning() -> None:
     # What a future aioquic could do: rename a method the library overrides.
     prelude = (
         "import aioquic.quic.connection as c; "
-        "c.QuicConnection._renamed = c.QuicConnection._replenish_connection_ids; "
-        "del c.QuicConnection._replenish_connection_ids; "
+        "c.QuicConnection._renamed = c.QuicConnection._write_stream_limits; "
+        "del c.QuicConnection._write_stream_limits; "
     )
     features, stderr = _features({"PYWEBTRANSPORT_AIOQUIC_PATCHES": ""}, prelude)
-    assert features["connection_ids"][0] is False
-    assert "_replenish_connection_ids" in str(features["connection_ids"][1])
+    assert features["stream_window"][0] is False
+    assert "_write_stream_limits" in str(features["stream_window"][1])
     assert stderr.count("RuntimeWarning") == 1
-    assert "connection_ids" in stderr
-    assert all(on for name, (on, _) in features.items() if name != "connection_ids")
+    assert "stream_window" in stderr
+    assert all(on for name, (on, _) in features.items() if name != "stream_window")
 
 
 def test_an_unreadable_write_loop_switches_stream_scheduling_off() -> None:
@@ -151,6 +152,7 @@ def _edited_aioquic(tmp_path: Path, module: str, function: str) -> Path:
         ("quic/connection.py", "_write_stop_sending_frame", "stream_scheduling"),
         ("quic/connection.py", "_write_stream_limits", "stream_window"),
         ("quic/connection.py", "_replenish_connection_ids", "connection_ids"),
+        ("quic/connection.py", "_replenish_connection_ids", "cid_routing"),
         ("quic/stream.py", "on_reset_delivery", "stream_state"),
         ("quic/connection.py", "_write_connection_limits", "stream_limits"),
         ("h3/connection.py", "_receive_request_or_push_data", "malformed_request"),
@@ -168,8 +170,14 @@ def test_an_edited_aioquic_function_switches_its_feature_off(
     assert features[feature][0] is False, features[feature]
     assert function in str(features[feature][1])
     assert "RuntimeWarning" in stderr
-    if _aioquic.FEATURES[feature].essential:
-        assert "SECURITY" in stderr and feature in stderr
+    # Every essential feature relying on the edited function is reported loudly.
+    essential = [
+        name
+        for name, other in _aioquic.FEATURES.items()
+        if other.essential and any(r.endswith(f".{function}") for r in other.relies_on)
+    ]
+    if essential:
+        assert "SECURITY" in stderr and all(name in stderr for name in essential)
     else:
         assert "SECURITY" not in stderr
 

@@ -88,7 +88,7 @@ def _layer(module: str) -> str:
     if len(parts) == 1:
         return "root"
     if parts[1] == "transport" and len(parts) > 2:
-        if parts[2] in ("_core", "_aioquic", "_admission"):
+        if parts[2] in ("_core", "_aioquic", "_admission", "_routing"):
             return parts[2]
         if parts[2] in ("_engine", "_setup", "_endpoint"):
             return "engine"
@@ -130,8 +130,9 @@ _MAY_IMPORT = {
     "shared": {"shared"},
     "_core": {"_core", "shared"},
     "_admission": {"_admission", "shared"},
-    "_aioquic": {"_aioquic", "_core", "shared"},
-    "engine": {"engine", "_aioquic", "_core", "_admission", "shared"},
+    "_routing": {"shared"},
+    "_aioquic": {"_aioquic", "_core", "_routing", "shared"},
+    "engine": {"engine", "_aioquic", "_core", "_admission", "_routing", "shared"},
 }
 
 

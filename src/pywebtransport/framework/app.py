@@ -33,6 +33,7 @@ import inspect
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import re
 import signal
 import socket
@@ -47,6 +48,8 @@ from ..shared.events import Event, EventType
 from ..shared.exceptions import CertificateError, ServerError
 from ..shared.types import Address
 from ..shared.utils import format_address
+from ..transport import _aioquic
+from ..transport._routing import MAX_WORKERS, attach_reuseport_program
 from ..transport.http import HttpRequest
 from ..transport.session import WebTransportSession
 from .asgi import ASGIAdapter, ASGIApp
@@ -93,6 +96,8 @@ class ServerApp:
         self._shutdown_hooks: list[LifecycleHook] = []
         self._server: WebTransportServer | None = None
         self._http_mounts: list[tuple[str, ASGIAdapter]] = []
+        self._worker_socket: tuple[socket.socket, tuple[int, int]] | None = None
+        """In a worker of `run(workers=N)`: its socket of the port's group, and (index, N)."""
         """Mounts that answer plain HTTP/3 requests under their prefix, in order."""
         self._routed: weakref.WeakKeyDictionary[
             WebTransportSession, tuple[RouteHandler, dict[str, str]]
@@ -420,7 +425,11 @@ class ServerApp:
         await self.startup()
         server = self.server
         if not server.is_serving:
-            await server.listen(host, port, reuse_port=reuse_port)
+            if self._worker_socket is not None:
+                sock, worker = self._worker_socket
+                await server.listen(host, port, sock=sock, worker=worker)
+            else:
+                await server.listen(host, port, reuse_port=reuse_port)
 
     async def serve(
         self, host: str | None = None, port: int | None = None, *, reuse_port: bool = False
@@ -492,15 +501,22 @@ class ServerApp:
 
         Uses uvloop when installed and `use_uvloop` is true.
 
-        With `workers > 1`, forks that many processes (POSIX only), each
-        binding the same UDP port with `SO_REUSEPORT`; the kernel spreads
-        clients over them by address. Each worker runs the startup and
-        shutdown hooks and has its own state (sessions, rate limits, chat
-        rooms): nothing is shared between workers unless it lives outside the
-        process (e.g. `app.groups` on a `RedisBackend`), and a client whose address
-        changes (connection migration) may land on another worker and lose
-        its connection. The parent forwards SIGINT/SIGTERM to the workers and
-        waits for them.
+        With `workers > 1` (at most 32), binds that many UDP sockets to the
+        port with `SO_REUSEPORT` and forks one process per socket (POSIX
+        only). On Linux a BPF program attached to the sockets' group routes
+        each datagram by its connection id, which names the worker that
+        issued it: a connection stays on its worker when the client's address
+        changes (NAT rebinding, a phone changing networks, connection
+        migration). Elsewhere, or when the kernel refuses the program, the
+        kernel spreads datagrams by a hash of addresses and ports, and such a
+        client may reach another worker and lose its connection; which
+        routing is in force is logged at startup. The workers share one
+        `server_secret` (made here when the config has none): a Retry token
+        from one is valid at all. Each worker runs the startup and shutdown
+        hooks and has its own state (sessions, rate limits, chat rooms):
+        nothing else is shared unless it lives outside the process (e.g.
+        `app.groups` on a `RedisBackend`). The parent forwards SIGINT/SIGTERM
+        to the workers and waits for them.
 
         Args:
             host: Overrides `config.bind_host`.
@@ -508,7 +524,7 @@ class ServerApp:
             workers: Number of processes.
 
         Raises:
-            ValueError: `workers` < 1.
+            ValueError: `workers` is not 1 to 32.
             SystemExit: Serving could not start (port in use, unreadable or
                 mismatched certificate) or a worker failed: exit status 1 and
                 one line on stderr, `error: <why>`, as a script's entry point
@@ -516,8 +532,8 @@ class ServerApp:
                 the failure itself calls `await app.serve()`, which raises
                 `ServerError` / `CertificateError`.
         """
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers!r}")
+        if not 1 <= workers <= MAX_WORKERS:
+            raise ValueError(f"workers must be 1 to {MAX_WORKERS}, got {workers!r}")
         try:
             if workers == 1:
                 self._run_loop(host, port, reuse_port=False)
@@ -566,13 +582,36 @@ class ServerApp:
         self._server = None  # each worker builds its own server after the fork
         bind_host = config.bind_host if host is None else host
         bind_port = config.bind_port if port is None else port
-        if bind_port == 0:
-            bind_port = _pick_port(bind_host)
+        sockets = _bind_group(bind_host, bind_port, workers)
+        bind_port = sockets[0].getsockname()[1]
+        where = format_address(bind_host, bind_port)
+        why = None
+        if not _aioquic.enabled("cid_routing"):
+            why = "connection ids do not name their worker: cid_routing is off"
+        else:
+            try:
+                attach_reuseport_program(sockets[0], workers)
+            except OSError as exc:
+                why = f"the kernel refused the routing program: {exc.strerror or exc}"
+        if why is None:
+            logger.info("%d workers on %s: datagrams routed by connection id", workers, where)
+        else:
+            logger.warning(
+                "%d workers on %s: the kernel routes by address hash (%s); a client whose "
+                "address changes may reach another worker and lose its connection",
+                workers,
+                where,
+                why,
+            )
+        if config.server_secret is None:
+            # One secret for every worker: a Retry token or stateless reset from one is
+            # valid at all.
+            self._config = config.update(server_secret=os.urandom(32))
         context = multiprocessing.get_context("fork")
         processes = [
             context.Process(
                 target=self._worker_main,
-                args=(bind_host, bind_port),
+                args=(bind_host, bind_port, sockets, index),
                 name=f"pywebtransport-worker-{index}",
             )
             for index in range(workers)
@@ -587,7 +626,8 @@ class ServerApp:
         try:
             for process in processes:
                 process.start()
-            logger.info("%d workers serving on %s", workers, format_address(bind_host, bind_port))
+            for sock in sockets:
+                sock.close()  # the workers hold them now
             running = list(processes)
             failed = False
             while running:
@@ -603,12 +643,21 @@ class ServerApp:
             if failed:
                 raise ServerError("a worker process failed; see its log output")
         finally:
+            for sock in sockets:
+                sock.close()
+            self._config = config
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
-    def _worker_main(self, host: str, port: int) -> None:
+    def _worker_main(self, host: str, port: int, sockets: list[socket.socket], index: int) -> None:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # Only this worker's socket stays open here: a sibling's socket held open in
+        # this process would keep receiving its share of the port after it exits.
+        for other, sock in enumerate(sockets):
+            if other != index:
+                sock.close()
+        self._worker_socket = (sockets[index], (index, len(sockets)))
         try:
             self._run_loop(host, port, reuse_port=True)
         except Exception as exc:
@@ -616,9 +665,23 @@ class ServerApp:
             raise SystemExit(1) from exc
 
 
-def _pick_port(host: str) -> int:
+def _bind_group(host: str, port: int, count: int) -> list[socket.socket]:
+    """Bind `count` UDP sockets to one port with SO_REUSEPORT, in worker order."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]  # 0 asked: the others join the port the first got
+            sock.setblocking(False)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise ServerError(
+            f"cannot bind {format_address(host, port)}: {exc.strerror or exc}",
+            bind_address=(host, port),
+        ) from exc
+    return sockets

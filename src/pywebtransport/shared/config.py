@@ -115,6 +115,17 @@ def _check_int(key: str, value: Any, *, minimum: int, maximum: int | None = None
         raise _fail(key, value, f"must be an integer {bound}")
 
 
+def _check_server_id(value: Any) -> None:
+    try:
+        raw = bytes.fromhex(value) if isinstance(value, str) else None
+    except ValueError:
+        raw = None
+    if raw is None or (value and not 1 <= len(raw) <= 3):
+        raise _fail(
+            "quic_lb_server_id", value, 'must be 1 to 3 bytes in hex (e.g. "0a01"), or empty'
+        )
+
+
 def _check_duration(key: str, value: Any, *, allow_none: bool, allow_zero: bool) -> None:
     if value is None and allow_none:
         return
@@ -603,6 +614,19 @@ class ServerConfig(BaseConfig):
             reference library.
         retry_threshold: Handshakes in flight from which `retry="auto"`
             sends Retries. Not in the reference library.
+        server_secret: A secret (16 bytes or more) shared by every process
+            and host serving this address: Retry tokens one issues are
+            accepted by all, and any of them can send the stateless reset of a
+            connection it does not hold, which the client recognises. None: a
+            random one per `listen()`, shared by the workers of
+            `ServerApp.run(workers=N)`, which makes one before forking. Not in
+            the reference library.
+        quic_lb_server_id: This host's server id in its connection ids, in
+            hex (1 to 3 bytes, e.g. `"0a01"`), laid out as the QUIC-LB draft's
+            plaintext algorithm does (first octet with config rotation 0, the
+            id, a nonce), so that a load balancer configured with it routes
+            every packet of a connection to this host, whatever the client's
+            address. Empty: none. Not in the reference library.
     """
 
     certfile: str = ""
@@ -623,6 +647,8 @@ class ServerConfig(BaseConfig):
     max_handshakes_per_address: int = 16
     retry: str = "auto"
     retry_threshold: int = 64
+    server_secret: bytes | None = field(default=None, repr=False)  # kept out of logs
+    quic_lb_server_id: str = ""
 
     def _normalize(self) -> None:
         self._normalize_common()
@@ -661,5 +687,15 @@ class ServerConfig(BaseConfig):
         ):
             _check_int(name, getattr(self, name), minimum=1)
         _check_int("retry_threshold", self.retry_threshold, minimum=0)
+        if self.server_secret is not None and (
+            not isinstance(self.server_secret, bytes) or len(self.server_secret) < 16
+        ):
+            raise ConfigurationError(
+                "Invalid value for 'server_secret': must be bytes, 16 or more, or None "
+                f"(got {type(self.server_secret).__name__} of length "
+                f"{len(self.server_secret) if hasattr(self.server_secret, '__len__') else '-'})",
+                config_key="server_secret",
+            )
+        _check_server_id(self.quic_lb_server_id)
         if self.retry not in _RETRY_MODES:
             raise _fail("retry", self.retry, f"must be one of {', '.join(_RETRY_MODES)}")

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]  # re-exported without __all__
 from aioquic.quic.configuration import QuicConfiguration
@@ -33,6 +33,10 @@ logger = logging.getLogger("pywebtransport.server")
 
 NewConnection = Callable[[Any, Any], ConnectionEngine]
 """Makes the engine of an admitted client connection: (QuicConnection, address) -> engine."""
+
+_RESETS_PER_SECOND: Final = 100.0
+"""Stateless resets this endpoint sends per second at most (after a burst)."""
+_RESET_BURST: Final = 20
 
 AdmitCheck = Callable[[Any], str | None]
 """The server's own check of a new client address: a refusal reason, or None to admit."""
@@ -73,8 +77,11 @@ class ServerEndpoint(asyncio.DatagramProtocol):
             "retries_sent": 0,
             "refused": 0,
             "version_negotiations": 0,
+            "stateless_resets": 0,
             "dropped": 0,
         }
+        self._reset_allowance = float(_RESET_BURST)
+        self._reset_at = 0.0
         """What the gate did with datagrams for unknown connections."""
 
     @property
@@ -122,12 +129,39 @@ class ServerEndpoint(asyncio.DatagramProtocol):
             return
         engine = self._routes.get(header.destination_cid)
         if engine is None:
+            if data[0] & 0xC0 == 0x40:  # short header with QUIC's fixed bit
+                self._reset(header.destination_cid, len(data), addr)
+                return
             engine = self._screen(data, addr)
             if engine is None:
                 return
         if not engine.receiving:
             self._touched.append(engine)
         engine.receive(data, addr)
+
+    def _reset(self, cid: bytes, size: int, addr: Any) -> None:
+        # A short-header packet for no connection of ours: a connection this process
+        # forgot, or one another process (worker, host) holds and cannot reach. The
+        # stateless reset ends it at the client at once instead of at its idle
+        # timeout. Bounded, as every answer to an unauthenticated packet must be.
+        scheme = self._tuning.cids
+        transport = self.transport
+        if scheme is None or transport is None:
+            self.stats["dropped"] += 1
+            return
+        now = asyncio.get_running_loop().time()
+        allowance = min(
+            _RESET_BURST, self._reset_allowance + (now - self._reset_at) * _RESETS_PER_SECOND
+        )
+        self._reset_at = now
+        reset = scheme.stateless_reset(cid, size) if allowance >= 1 else None
+        if reset is None:
+            self._reset_allowance = allowance
+            self.stats["dropped"] += 1
+            return
+        self._reset_allowance = allowance - 1
+        self.stats["stateless_resets"] += 1
+        transport.sendto(reset, addr)
 
     def _screen(self, data: bytes, addr: Any) -> ConnectionEngine | None:
         transport = self.transport

@@ -301,6 +301,11 @@ class ConnectionEngine(asyncio.DatagramProtocol):
             data: The UDP payload.
             addr: The sender's address.
         """
+        if self.is_client and _aioquic.is_stateless_reset(self.quic, data):
+            # The server has no state for this connection: it is over, at once.
+            logger.debug("connection %d: stateless reset from the server", self.handle)
+            self._terminate(ErrorCodes.QUIC_NO_ERROR, "stateless reset by the server")
+            return
         self.receiving = True
         self.last_received = now = self.loop.time()
         self.core.now = now

@@ -18,6 +18,7 @@ from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketPacer
 from aioquic.tls import Epoch
 
+from .._routing import CidScheme
 from .bbr import BbrCongestionControl
 from .features import enabled
 from .scheduling import NO_QUEUE, SCHEDULING_METHODS, owe
@@ -92,16 +93,39 @@ def _write_stream_limits(self: Any, builder: QuicPacketBuilder, space: Any, stre
 
 
 def _replenish_connection_ids(self: Any) -> None:
-    wanted = min(_ACTIVE_CONNECTION_ID_LIMIT, self._remote_active_connection_id_limit)
+    # `connection_ids` issues fewer ids than aioquic; `cid_routing` mints them with
+    # the server's scheme (worker index, QUIC-LB server id, derived reset tokens).
+    limit = _ACTIVE_CONNECTION_ID_LIMIT if enabled("connection_ids") else _AIOQUIC_CID_LIMIT
+    wanted = min(limit, self._remote_active_connection_id_limit)
+    scheme: CidScheme | None = self.wt_cids
+    length = self._configuration.connection_id_length
     while len(self._host_cids) < wanted:
+        cid = os.urandom(length) if scheme is None else scheme.mint(length)
         self._host_cids.append(
             QuicConnectionId(
-                cid=os.urandom(self._configuration.connection_id_length),
+                cid=cid,
                 sequence_number=self._host_cid_seq,
-                stateless_reset_token=os.urandom(16),
+                stateless_reset_token=(
+                    os.urandom(16) if scheme is None else scheme.reset_token(cid)
+                ),
             )
         )
         self._host_cid_seq += 1
+
+
+_AIOQUIC_CID_LIMIT: Final = 8
+"""Connection ids aioquic itself keeps issued (its `_replenish_connection_ids`)."""
+
+
+def _apply_cid_scheme(quic: Any, scheme: CidScheme) -> None:
+    # aioquic made the first id (sequence 0) at random in its constructor, before
+    # anything was sent: it is replaced, token included (it goes out in the
+    # transport parameters), and later ids come from `_replenish_connection_ids`.
+    first = quic._host_cids[0]
+    first.cid = scheme.mint(quic._configuration.connection_id_length)
+    first.stateless_reset_token = scheme.reset_token(first.cid)
+    quic.host_cid = quic._local_initial_source_connection_id = first.cid
+    quic.wt_cids = scheme
 
 
 _PACING_BURST_INTERVAL: Final = 0.002
@@ -184,7 +208,7 @@ def _quic_connection_class() -> type[QuicConnection]:
     global _connection_class
     if _connection_class is None:
         namespace: dict[str, Any] = {
-            "__slots__": ("wt_managed",),
+            "__slots__": ("wt_cids", "wt_managed"),
             "__module__": __name__,
             "__doc__": "aioquic's QuicConnection with the enabled features of this package.",
         }
@@ -193,7 +217,7 @@ def _quic_connection_class() -> type[QuicConnection]:
         if enabled("stream_scheduling"):
             namespace["__slots__"] += ("wt_schedule",)
             namespace.update(SCHEDULING_METHODS)
-        if enabled("connection_ids"):
+        if enabled("connection_ids") or enabled("cid_routing"):
             namespace["_replenish_connection_ids"] = _replenish_connection_ids
         _connection_class = type("QuicConnection", (QuicConnection,), namespace)
     return _connection_class
@@ -206,10 +230,13 @@ class ConnectionTuning:
     Attributes:
         max_streams_bidi: Bidirectional streams the peer may have open at once.
         max_streams_uni: Unidirectional streams the peer may have open at once.
+        cids: Server side: how connection ids are minted (worker routing,
+            QUIC-LB server id, shared reset key); None for aioquic's random ids.
     """
 
     max_streams_bidi: int
     max_streams_uni: int
+    cids: CidScheme | None = None
 
 
 def new_quic_connection(
@@ -237,6 +264,9 @@ def new_quic_connection(
     )
     tuned: Any = quic
     tuned.wt_managed = set() if enabled("stream_window") else None
+    tuned.wt_cids = None
+    if tuning.cids is not None and enabled("cid_routing"):
+        _apply_cid_scheme(quic, tuning.cids)
     if enabled("stream_scheduling"):
         tuned.wt_schedule = None
         tuned._streams_queue = NO_QUEUE

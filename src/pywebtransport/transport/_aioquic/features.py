@@ -180,6 +180,17 @@ FEATURES: Final[dict[str, Feature]] = {
             "aioquic's per-connection table",
         ),
         Feature(
+            "cid_routing",
+            "server connection ids carry the worker index (and a QUIC-LB server id when "
+            "configured) and stateless reset tokens derived from the shared secret, so the "
+            "reuseport program of run(workers=N) keeps a client on its worker when its "
+            "address changes",
+            "random connection ids: with several workers a client whose address changes "
+            "may reach another worker and lose its connection; no QUIC-LB routing",
+            essential=True,
+            relies_on=("QuicConnection._replenish_connection_ids",),
+        ),
+        Feature(
             "connection_ids",
             "2 active connection ids each way instead of 8 (memory; RFC 9000 minimum)",
             "aioquic issues 8",

@@ -266,3 +266,27 @@ def selector_socket(transport: Any) -> socket.socket | None:
         return None
     sock = getattr(transport, "_sock", None)
     return sock if isinstance(sock, socket.socket) else None
+
+
+def is_stateless_reset(quic: QuicConnection, data: bytes) -> bool:
+    """Tell whether a datagram is the peer's stateless reset (RFC 9000 section 10.3).
+
+    aioquic stores the tokens the server announces but never checks for them.
+    A short-header datagram whose last 16 bytes are the token of the
+    connection id in use is a reset: the server has no state for the
+    connection (another worker or host received it, or it restarted).
+
+    Args:
+        quic: A client connection.
+        data: A received datagram.
+
+    Returns:
+        True for a stateless reset.
+    """
+    if len(data) < _MIN_STATELESS_RESET or data[0] & 0x80:
+        return False
+    token: bytes | None = quic._peer_cid.stateless_reset_token
+    return bool(token) and data.endswith(token)  # type: ignore[arg-type]
+
+
+_MIN_STATELESS_RESET = 21

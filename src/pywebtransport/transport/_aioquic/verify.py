@@ -155,8 +155,9 @@ def _check(name: str, quic: QuicConnection, stream: QuicStream, h3: H3Connection
         for handler, epochs in handlers.values():
             require(inspect.ismethod(handler), "a frame handler is not a bound method")
             require(isinstance(epochs, frozenset), "frame handler epochs are not a frozenset")
-    elif name == "connection_ids":
+    elif name in ("connection_ids", "cid_routing"):
         params(cls._replenish_connection_ids)
+        has(quic, "host_cid", "_local_initial_source_connection_id")
         has(
             quic,
             "_host_cids",
