@@ -264,3 +264,31 @@ async def test_shutdown_lets_a_request_under_way_finish(
         async with asyncio.timeout(5):
             await response.ended.wait()
         assert (response.status, bytes(response.body)) == (200, b"finished")
+
+
+async def test_a_receive_pending_beside_the_response_returns_disconnect_once_it_completes(
+    serve_site: ServeSite, certificate: CertificateInfo
+) -> None:
+    # Starlette's StreamingResponse listens for http.disconnect in one task while
+    # another sends the body: the listener must end when the response does.
+    got: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()  # the (empty) request body
+        listener = asyncio.create_task(receive())
+        await asyncio.sleep(0.05)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+        got.append(await asyncio.wait_for(listener, 5))
+
+    site = await serve_site(app)
+    async with h3_connect(port_of(site), cafile=certificate.certfile) as h3:
+        response = await h3.request("GET", "/")
+        assert bytes(response.body) == b"done"
+    for _ in range(100):
+        if got:
+            break
+        await asyncio.sleep(0.02)
+    assert got == [{"type": "http.disconnect"}]

@@ -163,7 +163,7 @@ class HttpRequestReceived(ProtocolEvent):
 
 @dataclass(slots=True)
 class ExchangeUpdated(ProtocolEvent):
-    """Request body arrived on an exchange, the request ended, or the exchange failed."""
+    """Request body arrived on an exchange, the request or the response ended, or it failed."""
 
     exchange: ExchangeRecord
     "The exchange (wake its reader, and its writers when it failed)."

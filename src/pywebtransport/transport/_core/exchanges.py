@@ -181,6 +181,7 @@ class ExchangeLayer(SessionLayer):
         self.want_transmit = True
         if end:
             exchange.response_ended = True
+            self._events.append(ExchangeUpdated(exchange))  # wakes a `wait_closed`
             if exchange.body_ended:
                 self._forget_exchange(exchange)
             else:
