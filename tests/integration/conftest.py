@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from pywebtransport import WebTransportServer, WebTransportSession, WebTransportStream
+from pywebtransport import (
+    ServerConfig,
+    WebTransportServer,
+    WebTransportSession,
+    WebTransportStream,
+)
+from pywebtransport.framework import ServerApp
 from pywebtransport.shared.exceptions import WebTransportError
 
 from .processes import OUTPUTS
@@ -104,3 +110,22 @@ async def processes() -> AsyncIterator[list[asyncio.subprocess.Process]]:
                 process.kill()
                 await process.wait()
         OUTPUTS.pop(process, None)
+
+
+@pytest.fixture
+async def serve_asgi(
+    server_config: ServerConfig,
+) -> AsyncIterator[Callable[..., Awaitable[ServerApp]]]:
+    """Mount an ASGI app on a fresh ServerApp bound to a free port; shut down after the test."""
+    apps: list[ServerApp] = []
+
+    async def serve(asgi_app: Any, path: str = "/", **options: Any) -> ServerApp:
+        app = ServerApp(server_config)
+        app.mount_asgi(path, asgi_app, **options)
+        apps.append(app)
+        await app.listen("127.0.0.1", 0)
+        return app
+
+    yield serve
+    for app in apps:
+        await app.shutdown()

@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import pytest
@@ -136,25 +136,6 @@ def app_url(app: ServerApp, path: str) -> str:
     address = app.local_address
     assert address is not None
     return f"https://127.0.0.1:{address[1]}{path}"
-
-
-@pytest.fixture
-async def serve_asgi(
-    server_config: ServerConfig,
-) -> AsyncIterator[Callable[..., Awaitable[ServerApp]]]:
-    """Mount an ASGI app on a fresh ServerApp bound to a free port; shut down after the test."""
-    apps: list[ServerApp] = []
-
-    async def serve(asgi_app: Any, path: str = "/", **options: Any) -> ServerApp:
-        app = ServerApp(server_config)
-        app.mount_asgi(path, asgi_app, **options)
-        apps.append(app)
-        await app.listen("127.0.0.1", 0)
-        return app
-
-    yield serve
-    for app in apps:
-        await app.shutdown()
 
 
 async def wait_finished(app: EchoApp) -> None:

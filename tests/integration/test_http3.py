@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -20,7 +20,6 @@ from pywebtransport import (
     ClientConfig,
     ErrorCodes,
     HttpRequest,
-    ServerConfig,
     WebTransportClient,
     WebTransportServer,
 )
@@ -32,24 +31,7 @@ from .starlette_site import build_site, pattern
 
 pytestmark = pytest.mark.timeout(60)
 
-ServeSite = Callable[..., Awaitable[ServerApp]]
-
-
-@pytest.fixture
-async def serve_site(server_config: ServerConfig) -> AsyncIterator[ServeSite]:
-    """Serve the Starlette site with `mount_asgi`; every app is shut down after the test."""
-    apps: list[ServerApp] = []
-
-    async def serve(asgi_app: Any = None) -> ServerApp:
-        app = ServerApp(server_config)
-        app.mount_asgi("/", asgi_app if asgi_app is not None else build_site())
-        apps.append(app)
-        await app.listen("127.0.0.1", 0)
-        return app
-
-    yield serve
-    for app in apps:
-        await app.shutdown()
+ServeAsgi = Callable[..., Awaitable[ServerApp]]
 
 
 def port_of(app: ServerApp | WebTransportServer) -> int:
@@ -59,9 +41,9 @@ def port_of(app: ServerApp | WebTransportServer) -> int:
 
 
 async def test_page_and_webtransport_on_one_port(
-    serve_site: ServeSite, certificate: CertificateInfo, client_config: ClientConfig
+    serve_asgi: ServeAsgi, certificate: CertificateInfo, client_config: ClientConfig
 ) -> None:
-    app = await serve_site()
+    app = await serve_asgi(build_site())
     port = port_of(app)
     async with h3_connect(port, cafile=certificate.certfile) as h3:
         page = await h3.request("GET", "/")
@@ -82,9 +64,9 @@ async def test_page_and_webtransport_on_one_port(
 
 
 async def test_bodies_stream_both_ways_byte_exact(
-    serve_site: ServeSite, certificate: CertificateInfo
+    serve_asgi: ServeAsgi, certificate: CertificateInfo
 ) -> None:
-    app = await serve_site()
+    app = await serve_asgi(build_site())
     size = 6 * 1024 * 1024 + 17  # several stream windows: the credit must come back
     upload = bytes((i * 7) % 256 for i in range(size))
     async with h3_connect(port_of(app), cafile=certificate.certfile) as h3:
@@ -134,7 +116,7 @@ async def test_a_handler_that_does_not_read_stops_the_client_by_flow_control(
 
 
 async def test_a_client_reset_reaches_the_app_as_disconnect_and_the_port_keeps_serving(
-    serve_site: ServeSite, certificate: CertificateInfo
+    serve_asgi: ServeAsgi, certificate: CertificateInfo
 ) -> None:
     seen: list[str] = []
     started = asyncio.Event()
@@ -152,7 +134,7 @@ async def test_a_client_reset_reaches_the_app_as_disconnect_and_the_port_keeps_s
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    site = await serve_site(app)
+    site = await serve_asgi(app)
     async with h3_connect(port_of(site), cafile=certificate.certfile) as h3:
         hung = h3.start("POST", "/hang", body=b"partial", end=False)
         await asyncio.wait_for(started.wait(), 5)
@@ -267,7 +249,7 @@ async def test_shutdown_lets_a_request_under_way_finish(
 
 
 async def test_a_receive_pending_beside_the_response_returns_disconnect_once_it_completes(
-    serve_site: ServeSite, certificate: CertificateInfo
+    serve_asgi: ServeAsgi, certificate: CertificateInfo
 ) -> None:
     # Starlette's StreamingResponse listens for http.disconnect in one task while
     # another sends the body: the listener must end when the response does.
@@ -283,7 +265,7 @@ async def test_a_receive_pending_beside_the_response_returns_disconnect_once_it_
         await send({"type": "http.response.body", "body": b"done"})
         got.append(await asyncio.wait_for(listener, 5))
 
-    site = await serve_site(app)
+    site = await serve_asgi(app)
     async with h3_connect(port_of(site), cafile=certificate.certfile) as h3:
         response = await h3.request("GET", "/")
         assert bytes(response.body) == b"done"
