@@ -216,6 +216,9 @@ async def start_relay(target: int) -> tuple[asyncio.subprocess.Process, int]:
         "--seed",
         "1",
         stdout=asyncio.subprocess.PIPE,
+        # Its report has a byte count per client port, and this lane churns ports:
+        # the one JSON line outgrows asyncio's default 64 KiB line limit.
+        limit=64 * 1024 * 1024,
     )
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), 15)
