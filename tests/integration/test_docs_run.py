@@ -71,7 +71,9 @@ from .processes import OUTPUTS, spawn
 
 __all__ = ["redis_server"]  # the fixture, imported for the deployment guide's test
 
-pytestmark = pytest.mark.timeout(60)
+# Slow: it is about the docs, not about aioquic's versions or the fence's features, so
+# `make test` runs it once (with the slow tests) rather than in each of its three passes.
+pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]
 
 BLOCK_TIMEOUT = 10.0
 """Seconds one block (or one wait of the test on a block) may take."""

@@ -52,7 +52,7 @@ async def vanish_and_replace(
             began = loop.time()
             await session.send_datagram(b"anyone?")
             try:
-                info = await asyncio.wait_for(session.wait_closed(), 2.0)
+                info = await asyncio.wait_for(session.wait_closed(), 1.0)
             except TimeoutError:
                 return loop.time() - began, None
             return loop.time() - began, info.reason
