@@ -27,6 +27,8 @@ async def vanish_and_replace(
 ) -> tuple[float, str | None]:
     """Connect, let the server vanish, start another on its port; return (seconds, reason)."""
     secret = os.urandom(32)
+    # A short close: the first server's clients cannot hear it any more.
+    server_config = server_config.update(close_timeout=0.5)
     first = WebTransportServer(server_config.update(server_secret=secret), handler=echo_handler)
     await first.listen("127.0.0.1", 0)
     address = first.local_address
