@@ -91,3 +91,25 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         missing = [name for name in mark.args if not _aioquic.enabled(name)]
         if missing:
             pytest.skip(f"tests aioquic patches that are off: {', '.join(missing)}")
+
+
+# Session-scoped fixtures (browsers, the page server, the interop peer) are torn down in
+# the teardown of the session's last test, and pytest-timeout counts that teardown against
+# the test's own timeout: a 5-second unit test that happens to run last would fail when
+# closing three browsers on a loaded machine takes longer. Each of those closes is bounded
+# on its own (20 s at most), so the last test gets room for all of them.
+SESSION_TEARDOWN_TIMEOUT = 180.0
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give the session's last test the time the session-scoped teardown needs."""
+    if not items:
+        return
+    last = items[-1]
+    marker = last.get_closest_marker("timeout")
+    own = float(marker.args[0]) if marker is not None and marker.args else 0.0
+    configured = float(config.getini("timeout") or 0)
+    # Prepended, so that it is the closest timeout marker, ahead of the test's own.
+    room = max(own, configured) + SESSION_TEARDOWN_TIMEOUT
+    last.add_marker(pytest.mark.timeout(room), append=False)
