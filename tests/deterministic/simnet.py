@@ -24,7 +24,7 @@ import socket
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["Deadlock", "SimNetwork", "VirtualLoop", "run_virtual", "until"]
+__all__ = ["Deadlock", "Livelock", "SimNetwork", "VirtualLoop", "run_virtual", "until"]
 
 T = TypeVar("T")
 
@@ -36,19 +36,44 @@ class Deadlock(RuntimeError):
     """The loop has nothing ready and nothing scheduled: the test would wait forever."""
 
 
+class Livelock(RuntimeError):
+    """Timers keep coming due at one instant and the clock cannot move: the test would spin."""
+
+
+TURN = 1e-9
+"""Virtual seconds a loop turn woken by a due timer takes (see `_VirtualSelector.select`)."""
+SPIN_LIMIT = 100_000
+"""Consecutive turns woken by due timers, without the clock ever being free to jump, that
+count as a livelock."""
+
+
 class _VirtualSelector(selectors.DefaultSelector):
     """Polls real file descriptors without blocking; waiting advances the virtual clock."""
 
     def __init__(self) -> None:
         super().__init__()
         self.loop: VirtualLoop | None = None
+        self.spin = 0
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready = super().select(0)
-        if ready or timeout == 0:
+        if ready:
             return ready
         loop = self.loop
         assert loop is not None
+        if timeout == 0:
+            if not loop._ready:
+                # A timer came due: on a real clock its turn takes time. Without this, a
+                # handler that finds its deadline not quite reached (aioquic's time-threshold
+                # loss check subtracts what the deadline added, and the float rounding can
+                # land a hair short) re-arms the same deadline forever at one instant.
+                loop.advance(TURN)
+                self.spin += 1
+                if self.spin > SPIN_LIMIT:
+                    due = [handle for handle in loop._scheduled if not handle.cancelled()][:3]
+                    raise Livelock(f"timers due at {loop.time()!r} keep re-arming: {due}")
+            return ready
+        self.spin = 0
         if timeout is None:
             raise Deadlock("virtual loop idle with nothing scheduled: the test waits forever")
         loop.advance(timeout)
@@ -231,11 +256,14 @@ def run_virtual(
     try:
         return loop.run_until_complete(main(loop))
     finally:
-        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        asyncio.set_event_loop(None)
-        loop.close()
+        try:
+            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            # Closed even when the clean-up hits the livelock or deadlock the run did.
+            asyncio.set_event_loop(None)
+            loop.close()

@@ -1,0 +1,58 @@
+"""The harness itself: its clock moves as a real one would, and it names a hang."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from .simnet import TURN, Deadlock, Livelock, VirtualLoop, run_virtual
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_a_deadline_found_short_by_rounding_is_reached() -> None:
+    # aioquic's loss check: the timer fires at the deadline, the handler subtracts the delay
+    # the deadline added and lands a hair short, so it re-arms the same deadline.
+    async def main(loop: VirtualLoop) -> int:
+        sent, delay = 1000.0094097261564, 0.0036132268384370
+        deadline = sent + delay
+        fired = 0
+        done = loop.create_future()
+
+        def on_timer() -> None:
+            nonlocal fired
+            fired += 1
+            if loop.time() - delay > sent:
+                done.set_result(None)
+            else:
+                loop.call_at(deadline, on_timer)
+
+        loop.call_at(deadline, on_timer)
+        await done
+        assert loop.time() - deadline < 1000 * TURN
+        return fired
+
+    assert 1 <= run_virtual(main) < 1000
+
+
+def test_a_timer_rearmed_in_the_past_forever_is_a_livelock() -> None:
+    async def main(loop: VirtualLoop) -> None:
+        instant = loop.time()
+
+        def again() -> None:
+            loop.call_at(instant, again)
+
+        loop.call_at(instant, again)
+        await asyncio.sleep(1.0)
+
+    with pytest.raises(Livelock, match="keep re-arming"):
+        run_virtual(main)
+
+
+def test_waiting_for_nothing_is_a_deadlock() -> None:
+    async def main(loop: VirtualLoop) -> None:
+        await loop.create_future()
+
+    with pytest.raises(Deadlock, match="waits forever"):
+        run_virtual(main)
