@@ -1,6 +1,7 @@
 """Real paths, congestion control by congestion control: `make bench-lossy`.
 
     python -m benchmarks.lossy [--rounds 3] [--out benchmarks/results/lossy.jsonl]
+        [--cases "20ms burst 4,100ms"] [--runs ours:cubic,rawh3:cubic,rawh3t:cubic]
 
 Every case runs through the path model of tests/integration/udp_relay.py (seeded):
 
@@ -61,13 +62,23 @@ def _git() -> dict[str, Any]:
     return {"rev": run("git", "rev-parse", "HEAD"), "dirty": dirty}
 
 
-def measure(rounds: int, out: Path) -> list[dict[str, Any]]:
+def measure(
+    rounds: int,
+    out: Path,
+    cases: list[str] | None = None,
+    runs_wanted: list[tuple[str, str]] | None = None,
+) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     git = _git()
+    chosen = {case: CASES[case] for case in cases} if cases else CASES
     with out.open("w") as sink:
         for round_ in range(rounds):
-            for case, (scenario, params) in CASES.items():
-                runs = (("ours", "cubic"),) if scenario == "shared" else RUNS
+            for case, (scenario, params) in chosen.items():
+                runs: tuple[tuple[str, str], ...] = (
+                    (("ours", "cubic"),) if scenario == "shared" else RUNS
+                )
+                if runs_wanted:
+                    runs = tuple(run for run in runs if run in runs_wanted)
                 for impl, cc in runs:
                     argv = [
                         sys.executable, "-m", "benchmarks.worker", "--impl", impl,
@@ -178,11 +189,23 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "lossy.jsonl")
     ap.add_argument("--from", dest="source", type=Path, help="summarise a saved results file")
+    ap.add_argument(
+        "--cases", help=f"comma-separated cases to run (default all: {', '.join(CASES)})"
+    )
+    ap.add_argument(
+        "--runs", help="comma-separated impl:cc pairs to run (default all), e.g. ours:cubic"
+    )
     args = ap.parse_args()
+    cases = args.cases.split(",") if args.cases else None
+    unknown = [case for case in cases or () if case not in CASES]
+    if unknown:
+        ap.error(f"unknown cases {unknown}; cases are {list(CASES)}")
+    pairs = [run.partition(":") for run in args.runs.split(",")] if args.runs else []
+    runs = [(impl, cc) for impl, _, cc in pairs] or None
     if args.source is not None:
         records = [json.loads(line) for line in args.source.read_text().splitlines() if line]
     else:
-        records = measure(args.rounds, args.out)
+        records = measure(args.rounds, args.out, cases, runs)
     revisions = sorted({(r["git"]["rev"][:7], r["git"]["dirty"]) for r in records if "git" in r})
     rounds = len({r.get("round") for r in records})
     print(f"\n{rounds} rounds; revision(s) {revisions}")
