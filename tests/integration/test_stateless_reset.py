@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 
 import pytest
 
@@ -22,31 +23,58 @@ from .conftest import echo_handler
 pytestmark = pytest.mark.timeout(30)
 
 
+# The first server runs in a child process, so that it can die as a crash kills it
+# (SIGKILL): its socket closes and it sends nothing.
+FIRST_SERVER = """
+import asyncio, sys
+from pywebtransport import ServerConfig, WebTransportServer
+
+async def handler(session):
+    await session.wait_closed()
+
+async def main():
+    certfile, keyfile, secret = sys.argv[1:]
+    config = ServerConfig(certfile=certfile, keyfile=keyfile, server_secret=bytes.fromhex(secret))
+    server = WebTransportServer(config, handler=handler)
+    await server.listen("127.0.0.1", 0)
+    print(server.local_address[1], flush=True)
+    await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
 async def vanish_and_replace(
     server_config: ServerConfig, client_config: ClientConfig, *, same_secret: bool
 ) -> tuple[float, str | None]:
     """Connect, let the server vanish, start another on its port; return (seconds, reason)."""
     secret = os.urandom(32)
-    # A short close: the first server's clients cannot hear it any more.
-    server_config = server_config.update(close_timeout=0.5)
-    first = WebTransportServer(server_config.update(server_secret=secret), handler=echo_handler)
-    await first.listen("127.0.0.1", 0)
-    address = first.local_address
-    assert address is not None
+    assert server_config.certfile is not None and server_config.keyfile is not None
+    first = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        FIRST_SERVER,
+        server_config.certfile,
+        server_config.keyfile,
+        secret.hex(),
+        stdout=asyncio.subprocess.PIPE,
+    )
     second_secret = secret if same_secret else os.urandom(32)
     second = WebTransportServer(
         server_config.update(server_secret=second_secret), handler=echo_handler
     )
     loop = asyncio.get_running_loop()
     try:
+        assert first.stdout is not None
+        port = int(await asyncio.wait_for(first.stdout.readline(), 15))
         async with WebTransportClient(client_config) as client:
-            session = await client.connect(f"https://127.0.0.1:{address[1]}/echo")
+            session = await client.connect(f"https://127.0.0.1:{port}/echo")
             await session.send_datagram(b"before")
-            # The first server's process "dies": its socket closes and nothing is sent.
-            first._endpoint.close()  # type: ignore[union-attr]
-            for _ in range(100):  # asyncio closes the socket on a later loop iteration
+            first.kill()
+            await first.wait()
+            for _ in range(100):
                 try:
-                    await second.listen("127.0.0.1", address[1])
+                    await second.listen("127.0.0.1", port)
                     break
                 except ServerError:
                     await asyncio.sleep(0.01)
@@ -60,7 +88,9 @@ async def vanish_and_replace(
             return loop.time() - began, info.reason
     finally:
         await second.close()
-        await first.close()
+        if first.returncode is None:
+            first.kill()
+            await first.wait()
 
 
 async def test_a_server_with_the_same_secret_resets_a_connection_it_does_not_hold(
