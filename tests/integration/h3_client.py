@@ -21,6 +21,7 @@ from aioquic.h3 import events as h3e
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.quic import events as qe
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
 
 
 @dataclass
@@ -132,14 +133,36 @@ class H3Client(QuicConnectionProtocol):
 
 @contextlib.asynccontextmanager
 async def h3_connect(
-    port: int, *, cafile: str | None = None, host: str = "127.0.0.1"
+    port: int, *, cafile: str | None = None, host: str = "127.0.0.1", source: str | None = None
 ) -> AsyncIterator[H3Client]:
-    """Connect an `H3Client` to 127.0.0.1:port (verifying against `cafile` when given)."""
+    """Connect an `H3Client` to host:port (verifying against `cafile` when given).
+
+    `source` binds the client to that local address (a crowd from 127.0.0.2 and up);
+    aioquic's `connect()` binds every client to the same wildcard address.
+    """
     configuration = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name=host)
     if cafile is not None:
         configuration.load_verify_locations(cafile)
     else:
         configuration.verify_mode = ssl.CERT_NONE
-    async with connect(host, port, configuration=configuration, create_protocol=H3Client) as client:
-        assert isinstance(client, H3Client)
-        yield client
+    if source is None:
+        async with connect(
+            host, port, configuration=configuration, create_protocol=H3Client
+        ) as client:
+            assert isinstance(client, H3Client)
+            yield client
+        return
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: H3Client(QuicConnection(configuration=configuration)), local_addr=(source, 0)
+    )
+    assert isinstance(protocol, H3Client)
+    try:
+        protocol.connect((host, port))
+        await protocol.wait_connected()
+        yield protocol
+    finally:
+        protocol.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(protocol.wait_closed(), 2.0)
+        transport.close()

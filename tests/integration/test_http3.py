@@ -8,6 +8,7 @@ by `ServerApp.mount_asgi`, or an `HttpRequest` handler on a bare server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -26,6 +27,8 @@ from pywebtransport import (
 from pywebtransport.framework import ServerApp
 from pywebtransport.shared.utils import CertificateInfo
 
+from .conftest import echo_handler, url_of
+from .crowd import crowd_hosts
 from .h3_client import h3_connect
 from .starlette_site import build_site, pattern
 
@@ -274,3 +277,65 @@ async def test_a_receive_pending_beside_the_response_returns_disconnect_once_it_
             break
         await asyncio.sleep(0.02)
     assert got == [{"type": "http.disconnect"}]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+async def test_a_crowd_holding_every_request_slot_leaves_the_server_to_real_users(
+    start_server: Callable[..., Awaitable[WebTransportServer]],
+    certificate: CertificateInfo,
+    client_config: ClientConfig,
+) -> None:
+    # 8 addresses x 2 connections, each holding the default 16 requests whose bodies never
+    # end (256 held requests), and each turned away when it asks for a 17th. Meanwhile a
+    # real user gets a page and a WebTransport echo as if the crowd were not there.
+    hosts, per_host, cap = crowd_hosts(8), 2, 16
+
+    async def handler(request: HttpRequest) -> None:
+        received = 0
+        while chunk := await request.read():
+            received += len(chunk)
+        request.respond(200)
+        await request.write(str(received).encode(), end=True)
+
+    server = await start_server(echo_handler)
+    server.set_http_handler(handler)
+    port = port_of(server)
+    async with contextlib.AsyncExitStack() as stack:
+        crowd = [
+            await stack.enter_async_context(
+                h3_connect(port, cafile=certificate.certfile, source=host)
+            )
+            for host in hosts
+            for _ in range(per_host)
+        ]
+        held = [
+            (h3, h3.start("POST", "/upload", body=b"x" * 1024, end=False))
+            for h3 in crowd
+            for _ in range(cap)
+        ]
+        over = [await h3.request("GET", "/one-more") for h3 in crowd]
+        assert [response.status for response in over] == [429] * len(crowd)
+
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        async with h3_connect(port, cafile=certificate.certfile) as user:
+            page = await user.request("GET", "/", timeout=3.0)
+        assert page.status == 200
+        async with WebTransportClient(client_config) as client:
+            session = await client.connect(url_of(server, "/echo"))
+            stream = await session.create_bidirectional_stream()
+            await stream.write(b"hello", end_stream=True)
+            assert await asyncio.wait_for(stream.read_all(), 3.0) == b"hello"
+            await session.close()
+        assert loop.time() - began < 3.0
+
+        # The held requests were waiting, not dropped: each finishes when its body does.
+        assert not any(h3.responses[stream_id].ended.is_set() for h3, stream_id in held)
+        for h3, stream_id in held:
+            h3.send_body(stream_id, b"", end=True)
+        for h3, stream_id in held:
+            response = h3.responses[stream_id]
+            async with asyncio.timeout(10):
+                await response.ended.wait()
+            assert (response.status, bytes(response.body)) == (200, b"1024")
