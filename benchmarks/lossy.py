@@ -202,6 +202,8 @@ def main() -> None:
         ap.error(f"unknown cases {unknown}; cases are {list(CASES)}")
     pairs = [run.partition(":") for run in args.runs.split(",")] if args.runs else []
     runs = [(impl, cc) for impl, _, cc in pairs] or None
+    if runs and not set(runs) <= set(RUNS):
+        ap.error(f"unknown runs {sorted(set(runs) - set(RUNS))}; runs are {list(RUNS)}")
     if args.source is not None:
         records = [json.loads(line) for line in args.source.read_text().splitlines() if line]
     else:

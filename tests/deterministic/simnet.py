@@ -62,7 +62,7 @@ class _VirtualSelector(selectors.DefaultSelector):
         loop = self.loop
         assert loop is not None
         if timeout == 0:
-            if not loop._ready:
+            if not loop.has_ready_callbacks():
                 # A timer came due: on a real clock its turn takes time. Without this, a
                 # handler that finds its deadline not quite reached (aioquic's time-threshold
                 # loss check subtracts what the deadline added, and the float rounding can
@@ -70,8 +70,9 @@ class _VirtualSelector(selectors.DefaultSelector):
                 loop.advance(TURN)
                 self.spin += 1
                 if self.spin > SPIN_LIMIT:
-                    due = [handle for handle in loop._scheduled if not handle.cancelled()][:3]
-                    raise Livelock(f"timers due at {loop.time()!r} keep re-arming: {due}")
+                    raise Livelock(
+                        f"timers due at {loop.time()!r} keep re-arming: {loop.due_timers()}"
+                    )
             return ready
         self.spin = 0
         if timeout is None:
@@ -194,6 +195,14 @@ class VirtualLoop(asyncio.SelectorEventLoop):
 
     def time(self) -> float:
         return self._virtual_now
+
+    def has_ready_callbacks(self) -> bool:
+        """Whether callbacks wait to run in this turn (a zero select timeout then is theirs)."""
+        return bool(self._ready)
+
+    def due_timers(self) -> list[asyncio.TimerHandle]:
+        """The first few timers still scheduled, for a livelock's message."""
+        return [handle for handle in self._scheduled if not handle.cancelled()][:3]
 
     def advance(self, seconds: float) -> None:
         """Move the clock forward (the loop does this itself when idle)."""
