@@ -30,6 +30,7 @@ T = TypeVar("T")
 
 Address = tuple[str, int]
 DropFilter = Callable[[bytes, Address, Address], bool]
+PathModel = Callable[[bytes, Address, Address, float], list[float]]
 
 
 class Deadlock(RuntimeError):
@@ -100,6 +101,10 @@ class SimNetwork:
         may then overtake each other (reordering)."""
         self.rng = random.Random(0)
         """The randomness of `jitter` (seed it for a reproducible run)."""
+        self.path: PathModel | None = None
+        """Replaces `delay`, `jitter` and `drop` when set: called for each datagram
+        (data, source, destination, now), it returns the virtual times at which copies
+        arrive (none: dropped), as `Link.admit` of tests/integration/udp_relay.py does."""
         self.sent = 0
         self.dropped = 0
         self._next_port = 40000
@@ -125,10 +130,17 @@ class SimNetwork:
 
     def send(self, data: bytes, source: Address, destination: Address) -> None:
         self.sent += 1
+        destination = (str(destination[0]), int(destination[1]))
+        if self.path is not None:
+            arrivals = self.path(data, source, destination, self.loop.time())
+            if not arrivals:
+                self.dropped += 1
+            for when in arrivals:
+                self.loop.call_at(when, self._deliver, bytes(data), source, destination)
+            return
         if self.drop is not None and self.drop(data, source, destination):
             self.dropped += 1
             return
-        destination = (str(destination[0]), int(destination[1]))
         link = (source, destination)
         if self.jitter > 0:
             when = self.loop.time() + self.delay + self.rng.uniform(0, self.jitter)

@@ -56,3 +56,40 @@ def test_waiting_for_nothing_is_a_deadlock() -> None:
 
     with pytest.raises(Deadlock, match="waits forever"):
         run_virtual(main)
+
+
+def test_a_path_model_decides_when_each_datagram_arrives() -> None:
+    # Each datagram of a numbered run: 0 dropped, 1 arrives twice, the others once after
+    # a delay that shrinks, so the later ones overtake the earlier.
+    async def main(loop: VirtualLoop) -> list[tuple[float, bytes]]:
+        start = loop.time()
+        arrived: list[tuple[float, bytes]] = []
+
+        def path(data: bytes, source: object, destination: object, now: float) -> list[float]:
+            number = data[0]
+            if number == 0:
+                return []
+            if number == 1:
+                return [now + 0.010, now + 0.011]
+            return [now + 0.050 - number * 0.010]
+
+        loop.network.path = path
+
+        class Receiver(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: object) -> None:
+                arrived.append((round(loop.time() - start, 6), data))
+
+        await loop.create_datagram_endpoint(Receiver, local_addr=("127.0.0.1", 5000))
+        sender, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol)
+        for number in range(4):
+            sender.sendto(bytes([number]), ("127.0.0.1", 5000))
+        await asyncio.sleep(0.1)
+        assert (loop.network.sent, loop.network.dropped) == (4, 1)
+        return arrived
+
+    assert run_virtual(main) == [
+        (0.01, b"\x01"),
+        (0.011, b"\x01"),
+        (0.02, b"\x03"),
+        (0.03, b"\x02"),
+    ]
