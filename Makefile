@@ -13,7 +13,7 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 # Silences the mkdocs-material end-of-life banner in build output.
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: dist venv demo browsers peer-venv lint types test-fast test docs bench bench-full bench-smoke bench-lossy \
+.PHONY: dist venv demo browsers peer-venv lint types test-fast test docs bench bench-full bench-smoke bench-lossy bench-virtual \
 	test-aioquic-min test-patches-off
 
 $(BIN)/python:
@@ -121,6 +121,11 @@ bench-full: $(VENV)/.stamp-dev
 # Lossy paths: ours with CUBIC and BBR against raw aioquic (results/lossy.jsonl, ~10 min).
 bench-lossy: $(VENV)/.stamp-dev
 	$(BIN)/python -m benchmarks.lossy
+
+# The same lossy uploads on the deterministic harness's virtual clock: what each
+# implementation decides, without CPU time (results/virtual.jsonl, ~10 min).
+bench-virtual: $(VENV)/.stamp-dev
+	$(BIN)/python -m benchmarks.virtual --seeds 30
 
 bench-smoke: $(VENV)/.stamp-dev
 	$(BIN)/python -m benchmarks --smoke

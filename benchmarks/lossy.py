@@ -2,6 +2,7 @@
 
     python -m benchmarks.lossy [--rounds 3] [--out benchmarks/results/lossy.jsonl]
         [--cases "20ms burst 4,100ms"] [--runs ours:cubic,rawh3:cubic,rawh3t:cubic]
+        [--loop asyncio]
 
 Every case runs through the path model of tests/integration/udp_relay.py (seeded):
 
@@ -67,6 +68,7 @@ def measure(
     out: Path,
     cases: list[str] | None = None,
     runs_wanted: list[tuple[str, str]] | None = None,
+    loop: str = "uvloop",
 ) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     git = _git()
@@ -82,7 +84,7 @@ def measure(
                 for impl, cc in runs:
                     argv = [
                         sys.executable, "-m", "benchmarks.worker", "--impl", impl,
-                        "--scenario", scenario, "--loop", "uvloop", "--timeout", "300",
+                        "--scenario", scenario, "--loop", loop, "--timeout", "300",
                         "--params", json.dumps(params),
                         "--set", json.dumps({"congestion_control_algorithm": cc}),
                     ]  # fmt: skip
@@ -195,6 +197,9 @@ def main() -> None:
     ap.add_argument(
         "--runs", help="comma-separated impl:cc pairs to run (default all), e.g. ours:cubic"
     )
+    ap.add_argument(
+        "--loop", choices=("uvloop", "asyncio"), default="uvloop", help="every process's loop"
+    )
     args = ap.parse_args()
     cases = args.cases.split(",") if args.cases else None
     unknown = [case for case in cases or () if case not in CASES]
@@ -207,7 +212,7 @@ def main() -> None:
     if args.source is not None:
         records = [json.loads(line) for line in args.source.read_text().splitlines() if line]
     else:
-        records = measure(args.rounds, args.out, cases, runs)
+        records = measure(args.rounds, args.out, cases, runs, args.loop)
     revisions = sorted({(r["git"]["rev"][:7], r["git"]["dirty"]) for r in records if "git" in r})
     rounds = len({r.get("round") for r in records})
     print(f"\n{rounds} rounds; revision(s) {revisions}")
