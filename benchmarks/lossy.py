@@ -115,6 +115,28 @@ def _figures(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, str], l
     return figures
 
 
+def _wins(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
+    """(case, figure) -> in how many rounds ours with CUBIC beat stock and tuned raw."""
+    by_round: dict[tuple[str, str, Any], dict[str, float]] = defaultdict(dict)
+    for record in records:
+        if record.get("ok") and record.get("cc") == "cubic" and record.get("scenario") == "lossy":
+            for key, value in record.get("results", {}).items():
+                if key.endswith("MiBps"):
+                    by_round[(record["case"], key, record["round"])][record["impl"]] = value
+    out: dict[tuple[str, str], str] = {}
+    for case, key in sorted({(case, key) for case, key, _ in by_round}):
+        parts = []
+        for impl, name in (("rawh3", "stock"), ("rawh3t", "tuned")):
+            pairs = [
+                got for (c, k, _), got in by_round.items()
+                if (c, k) == (case, key) and "ours" in got and impl in got
+            ]  # fmt: skip
+            won = sum(got["ours"] > got[impl] for got in pairs)
+            parts.append(f"{won} of {len(pairs)} against {name}")
+        out[(case, key)] = ", ".join(parts)
+    return out
+
+
 def _cell(values: list[float], digits: int = 2) -> tuple[float, str]:
     if not values:
         return 0.0, "-"
@@ -147,6 +169,12 @@ def summary(records: list[dict[str, Any]]) -> str:
             f"| {case} | {loss} % | {stock_text} | {tuned_text} | {cubic_text} | {bbr_text} | "
             f"{ratios} |"
         )
+    lines += [
+        "",
+        "Rounds in which ours with CUBIC moved more than the baseline in the same round",
+        "",
+    ]
+    lines += [f"- {case}, {key}: {text}" for (case, key), text in _wins(records).items()]
     lines += [
         "",
         "Bottleneck (20 Mbit/s, 64-datagram queue, 20 ms): goodput as a share of the rate;"
@@ -190,7 +218,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "lossy.jsonl")
-    ap.add_argument("--from", dest="source", type=Path, help="summarise a saved results file")
+    ap.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        nargs="+",
+        help="summarise saved results files (several: their rounds pooled)",
+    )
     ap.add_argument(
         "--cases", help=f"comma-separated cases to run (default all: {', '.join(CASES)})"
     )
@@ -210,7 +244,13 @@ def main() -> None:
     if runs and not set(runs) <= set(RUNS):
         ap.error(f"unknown runs {sorted(set(runs) - set(RUNS))}; runs are {list(RUNS)}")
     if args.source is not None:
-        records = [json.loads(line) for line in args.source.read_text().splitlines() if line]
+        records = []
+        for index, path in enumerate(args.source):
+            for line in path.read_text().splitlines():
+                if line:
+                    record = json.loads(line)
+                    record["round"] = f"{index}:{record.get('round')}"  # rounds stay apart
+                    records.append(record)
     else:
         records = measure(args.rounds, args.out, cases, runs, args.loop)
     revisions = sorted({(r["git"]["rev"][:7], r["git"]["dirty"]) for r in records if "git" in r})
