@@ -2,7 +2,7 @@
 
     python -m benchmarks.lossy [--rounds 3] [--out benchmarks/results/lossy.jsonl]
         [--cases "20ms burst 4,100ms"] [--runs ours:cubic,rawh3:cubic,rawh3t:cubic]
-        [--loop asyncio]
+        [--loop asyncio] [--variants transmit_now]
 
 Every case runs through the path model of tests/integration/udp_relay.py (seeded):
 
@@ -26,12 +26,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+from .variants import ENV as VARIANT_ENV
+from .variants import VARIANTS
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
@@ -69,6 +73,7 @@ def measure(
     cases: list[str] | None = None,
     runs_wanted: list[tuple[str, str]] | None = None,
     loop: str = "uvloop",
+    variants: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     git = _git()
@@ -81,25 +86,30 @@ def measure(
                 )
                 if runs_wanted:
                     runs = tuple(run for run in runs if run in runs_wanted)
-                for impl, cc in runs:
+                # A variant (benchmarks/variants.py) runs as ours with CUBIC, labelled.
+                labelled = [(impl, cc, impl) for impl, cc in runs]
+                if scenario == "lossy":
+                    labelled += [("ours", "cubic", f"ours+{name}") for name in variants or ()]
+                for impl, cc, label in labelled:
+                    env = {**os.environ, VARIANT_ENV: label.partition("+")[2]}
                     argv = [
                         sys.executable, "-m", "benchmarks.worker", "--impl", impl,
                         "--scenario", scenario, "--loop", loop, "--timeout", "300",
                         "--params", json.dumps(params),
                         "--set", json.dumps({"congestion_control_algorithm": cc}),
                     ]  # fmt: skip
-                    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+                    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=env)
                     got = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
                     if not got:
                         got = [{"impl": impl, "ok": False, "error": done.stderr[-500:]}]
                     for record in got:
-                        record.update(case=case, cc=cc, round=round_, git=git)
+                        record.update(case=case, cc=cc, round=round_, git=git, impl=label)
                         if scenario == "shared":
                             record["cc"] = "+".join(params["share_ccs"])
                         sink.write(json.dumps(record) + "\n")
                         sink.flush()
                         records.append(record)
-                        print(case, impl, cc, round_, record.get("results"), flush=True)
+                        print(case, label, cc, round_, record.get("results"), flush=True)
     return records
 
 
@@ -115,8 +125,11 @@ def _figures(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, str], l
     return figures
 
 
-def _wins(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
-    """(case, figure) -> in how many rounds ours with CUBIC beat stock and tuned raw."""
+def _wins(records: list[dict[str, Any]], mine: str = "ours") -> dict[tuple[str, str], str]:
+    """(case, figure) -> in how many rounds `mine` with CUBIC beat each other run."""
+    rivals = [("rawh3", "stock"), ("rawh3t", "tuned")]
+    if mine != "ours":
+        rivals.insert(0, ("ours", "ours"))
     by_round: dict[tuple[str, str, Any], dict[str, float]] = defaultdict(dict)
     for record in records:
         if record.get("ok") and record.get("cc") == "cubic" and record.get("scenario") == "lossy":
@@ -126,12 +139,12 @@ def _wins(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
     out: dict[tuple[str, str], str] = {}
     for case, key in sorted({(case, key) for case, key, _ in by_round}):
         parts = []
-        for impl, name in (("rawh3", "stock"), ("rawh3t", "tuned")):
+        for impl, name in rivals:
             pairs = [
                 got for (c, k, _), got in by_round.items()
-                if (c, k) == (case, key) and "ours" in got and impl in got
+                if (c, k) == (case, key) and mine in got and impl in got
             ]  # fmt: skip
-            won = sum(got["ours"] > got[impl] for got in pairs)
+            won = sum(got[mine] > got[impl] for got in pairs)
             parts.append(f"{won} of {len(pairs)} against {name}")
         out[(case, key)] = ", ".join(parts)
     return out
@@ -175,6 +188,13 @@ def summary(records: list[dict[str, Any]]) -> str:
         "",
     ]
     lines += [f"- {case}, {key}: {text}" for (case, key), text in _wins(records).items()]
+    for label in sorted({r["impl"] for r in records if str(r.get("impl")).startswith("ours+")}):
+        lines += ["", f"Variant {label} (benchmarks/variants.py), CUBIC", ""]
+        for (case, key), text in _wins(records, label).items():
+            mine = _cell(figures.get((case, key, label, "cubic"), []))
+            base = _cell(figures.get((case, key, "ours", "cubic"), []))
+            ratio = f"{mine[0] / base[0]:.2f}x ours" if mine[0] and base[0] else "-"
+            lines.append(f"- {case}, {key}: {mine[1]} ({ratio}); rounds won: {text}")
     lines += [
         "",
         "Bottleneck (20 Mbit/s, 64-datagram queue, 20 ms): goodput as a share of the rate;"
@@ -234,6 +254,10 @@ def main() -> None:
     ap.add_argument(
         "--loop", choices=("uvloop", "asyncio"), default="uvloop", help="every process's loop"
     )
+    ap.add_argument(
+        "--variants",
+        help="candidate changes run as extra runs of ours: " + ", ".join(VARIANTS),
+    )
     args = ap.parse_args()
     cases = args.cases.split(",") if args.cases else None
     unknown = [case for case in cases or () if case not in CASES]
@@ -241,6 +265,11 @@ def main() -> None:
         ap.error(f"unknown cases {unknown}; cases are {list(CASES)}")
     pairs = [run.partition(":") for run in args.runs.split(",")] if args.runs else []
     runs = [(impl, cc) for impl, _, cc in pairs] or None
+    variants = args.variants.split(",") if args.variants else []
+    if set(variants) - VARIANTS.keys():
+        ap.error(
+            f"unknown variants {sorted(set(variants) - VARIANTS.keys())}; known: {list(VARIANTS)}"
+        )
     if runs and not set(runs) <= set(RUNS):
         ap.error(f"unknown runs {sorted(set(runs) - set(RUNS))}; runs are {list(RUNS)}")
     if args.source is not None:
@@ -252,7 +281,7 @@ def main() -> None:
                     record["round"] = f"{index}:{record.get('round')}"  # rounds stay apart
                     records.append(record)
     else:
-        records = measure(args.rounds, args.out, cases, runs, args.loop)
+        records = measure(args.rounds, args.out, cases, runs, args.loop, variants)
     revisions = sorted({(r["git"]["rev"][:7], r["git"]["dirty"]) for r in records if "git" in r})
     rounds = len({r.get("round") for r in records})
     print(f"\n{rounds} rounds; revision(s) {revisions}")

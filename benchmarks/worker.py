@@ -32,6 +32,7 @@ from .common import (
     server_lifeline,
     watchdog,
 )
+from .variants import apply_from_environment as apply_variant
 
 IMPLS = ("ours", "rawh3", "rawh3t", "rawquic")
 # Scenarios that start their own servers (or none of ours): no default server child.
@@ -224,6 +225,7 @@ def main() -> None:
     ap.add_argument("--app-workers", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     settings = {**SETTINGS, **json.loads(args.set)}
+    variant = apply_variant() if args.impl == "ours" else None
     if args.serve:
         serve(args, settings)
         return
@@ -234,6 +236,8 @@ def main() -> None:
     recs = client(args, settings)
     for rec in recs:
         rec["settings"] = settings
+        if variant is not None:
+            rec["variant"] = variant
         emit_json(rec)
     os._exit(0 if all(r["ok"] for r in recs) else 1)
 
