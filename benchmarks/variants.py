@@ -13,6 +13,8 @@ the library and the variant goes.
   woken by the batch write leaves with the ACK). On uvloop, which hands each datagram
   to the protocol on its own, a batch is one datagram, so this sends after every
   datagram, as raw aioquic's protocol does.
+- `transmit_now_client`, `transmit_now_server`: the same in one process only (in the
+  lossy upload the client sends the data and the server the ACKs).
 """
 
 from __future__ import annotations
@@ -36,11 +38,19 @@ def _transmit_now() -> None:
     ConnectionEngine.end_receive = end_receive  # type: ignore[method-assign]
 
 
-VARIANTS: dict[str, Callable[[], None]] = {"transmit_now": _transmit_now}
+# name -> (change, the processes it applies in)
+VARIANTS: dict[str, tuple[Callable[[], None], frozenset[str]]] = {
+    "transmit_now": (_transmit_now, frozenset({"client", "server"})),
+    "transmit_now_client": (_transmit_now, frozenset({"client"})),
+    "transmit_now_server": (_transmit_now, frozenset({"server"})),
+}
 
 
-def apply_from_environment() -> str | None:
+def apply_from_environment(role: str) -> str | None:
     """Apply the variant `PWT_BENCH_VARIANT` names, if any.
+
+    Args:
+        role: `"client"` or `"server"`: which process this is.
 
     Returns:
         Its name, or None.
@@ -53,5 +63,7 @@ def apply_from_environment() -> str | None:
         return None
     if name not in VARIANTS:
         raise ValueError(f"{ENV}={name!r}: unknown variant; known: {', '.join(VARIANTS)}")
-    VARIANTS[name]()
+    change, roles = VARIANTS[name]
+    if role in roles:
+        change()
     return name

@@ -225,7 +225,7 @@ def main() -> None:
     ap.add_argument("--app-workers", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     settings = {**SETTINGS, **json.loads(args.set)}
-    variant = apply_variant() if args.impl == "ours" else None
+    variant = apply_variant("server" if args.serve else "client") if args.impl == "ours" else None
     if args.serve:
         serve(args, settings)
         return
