@@ -192,6 +192,8 @@ def summary(records: list[dict[str, Any]]) -> str:
         lines += ["", f"Variant {label} (benchmarks/variants.py), CUBIC", ""]
         for (case, key), text in _wins(records, label).items():
             mine = _cell(figures.get((case, key, label, "cubic"), []))
+            if not mine[0]:
+                continue  # the variant did not run on this path
             base = _cell(figures.get((case, key, "ours", "cubic"), []))
             ratio = f"{mine[0] / base[0]:.2f}x ours" if mine[0] and base[0] else "-"
             lines.append(f"- {case}, {key}: {mine[1]} ({ratio}); rounds won: {text}")
@@ -280,6 +282,8 @@ def main() -> None:
                     record = json.loads(line)
                     record["round"] = f"{index}:{record.get('round')}"  # rounds stay apart
                     records.append(record)
+        if cases:
+            records = [r for r in records if r.get("case") in cases]
     else:
         records = measure(args.rounds, args.out, cases, runs, args.loop, variants)
     revisions = sorted({(r["git"]["rev"][:7], r["git"]["dirty"]) for r in records if "git" in r})
