@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -256,3 +258,82 @@ async def test_everything_hostile_at_once_while_real_clients_are_served(
     print(f"probes every {PROBE_INTERVAL}s during the run: {summary(probes)}")
     assert all(p.served for p in probes), summary(probes)
     assert after["rss"] - before["rss"] <= SERVER_RSS_BOUND
+
+
+# The server's stateless-reset budget (transport/_endpoint.py): a burst of 20, then
+# 100 a second. Measured here from outside, by what the crowd gets back.
+RESET_BURST, RESETS_PER_SECOND = 20, 100
+
+
+def _short_header_packets(count: int, size: int = 1200) -> list[bytes]:
+    # Short header (0b01 form bits, random rest of the first byte), then a random
+    # destination connection id and payload: a packet for no connection the server has.
+    return [bytes([0x40 | (os.urandom(1)[0] & 0x3F)]) + os.urandom(size - 1) for _ in range(count)]
+
+
+def _drain(sock: socket.socket) -> list[bytes]:
+    got = []
+    while True:
+        try:
+            got.append(sock.recv(65536))
+        except BlockingIOError:
+            return got
+
+
+@pytest.mark.timeout(40)
+async def test_a_crowd_of_unknown_connection_ids_gets_few_small_resets_and_real_users_are_served(
+    server_process: ServerProcess, client_config: ClientConfig
+) -> None:
+    # Every short-header packet for an unknown connection id invites a stateless
+    # reset. A crowd sending them (with spoofed sources: a reflection attack) must
+    # get a bounded number of answers, each smaller than what asked for it, while
+    # real users connect; and once the crowd stops, resets flow again.
+    loop = asyncio.get_running_loop()
+    socks = []
+    for host in crowd_hosts(16):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((host, 0))
+        sock.setblocking(False)
+        socks.append(sock)
+    packets = _short_header_packets(25)
+    sent = 0
+    try:
+
+        async def flood(seconds: float) -> float:
+            nonlocal sent
+            start = loop.time()
+            while loop.time() < start + seconds:
+                for sock in socks:
+                    for packet in packets:
+                        with contextlib.suppress(BlockingIOError):
+                            sock.sendto(packet, server_process.address)
+                            sent += 1
+                await asyncio.sleep(0.05)
+            return loop.time() - start
+
+        flooding = asyncio.create_task(flood(2.0))
+        probes = await probe_every(
+            server_process.url(), client_config, count=4, interval=0.5, deadline=PROBE_DEADLINE
+        )
+        elapsed = await flooding
+        await asyncio.sleep(0.2)  # resets still on their way
+        answers = [answer for sock in socks for answer in _drain(sock)]
+        await asyncio.sleep(0.5)  # the budget refills
+        late = socks[0]
+        late.sendto(_short_header_packets(1)[0], server_process.address)
+        for _ in range(50):
+            await asyncio.sleep(0.02)
+            if late_answers := _drain(late):
+                break
+    finally:
+        close_all(socks)
+    bound = RESET_BURST + RESETS_PER_SECOND * (elapsed + 0.5)  # the server may lag
+    print(
+        f"\n{sent} short-header packets for unknown ids from {len(socks)} hosts in "
+        f"{elapsed:.2f}s: {len(answers)} stateless resets back (bound {bound:.0f}), "
+        f"sizes {sorted({len(answer) for answer in answers})}; probes: {summary(probes)}"
+    )
+    assert all(p.served for p in probes), summary(probes)
+    assert 0 < len(answers) <= bound
+    assert all(21 <= len(answer) <= 43 and answer[0] & 0xC0 == 0x40 for answer in answers)
+    assert len(late_answers) == 1 and len(late_answers[0]) <= 43
