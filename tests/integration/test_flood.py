@@ -280,6 +280,7 @@ def _drain(sock: socket.socket) -> list[bytes]:
             return got
 
 
+@pytest.mark.slow  # as the other crowds: the main pass only
 @pytest.mark.timeout(40)
 async def test_a_crowd_of_unknown_connection_ids_gets_few_small_resets_and_real_users_are_served(
     server_process: ServerProcess, client_config: ClientConfig
