@@ -568,6 +568,20 @@ async def _upload(conn: Any, size: int, seed: int, until: asyncio.Event | None =
     return sent
 
 
+def _silent_seconds(report: dict[str, Any]) -> float:
+    """Seconds of the relay's bins in which no client sent anything, between the first
+    and the last bin in which one did."""
+    flows = list(report.get("flows", {}).values())
+    if not flows:
+        return 0.0
+    width = max(len(bins) for bins in flows)
+    sent = [any(i < len(bins) and bins[i] for bins in flows) for i in range(width)]
+    busy = [i for i, carried in enumerate(sent) if carried]
+    if not busy:
+        return 0.0
+    return round(sum(not carried for carried in sent[busy[0] : busy[-1]]) * report["bin_s"], 2)
+
+
 async def lossy(ctx: Any) -> dict[str, Any]:
     """Upload through the relay, which drops the given percentage of datagrams each way
     (`lossy_burst`: in bursts of that mean length) and delays each by half the RTT (or
@@ -593,7 +607,15 @@ async def lossy(ctx: Any) -> dict[str, Any]:
                 await conn.close()
             finally:
                 await dialer.aclose()
-        out[f"loss{loss:g}_dropped"] = relay.report.get("dropped")
+        report = relay.report
+        out[f"loss{loss:g}_dropped"] = report.get("dropped")
+        # What each side sent (retransmissions, ACKs) and how long the sender was silent
+        # mid-transfer (loss recovery's waits): where two implementations part.
+        for way in ("up", "down"):
+            counts = report.get(way) or {}
+            out[f"loss{loss:g}_{way}_sent"] = counts.get("forwarded", 0) + counts.get("dropped", 0)
+            out[f"loss{loss:g}_{way}_dropped"] = counts.get("dropped", 0)
+        out[f"loss{loss:g}_silent_s"] = _silent_seconds(report)
         out[f"loss{loss:g}_MiBps"] = round(size / (1024 * 1024) / el, 3)
         out[f"loss{loss:g}_s"] = round(el, 2)
     out["sha256_ok"] = 1

@@ -17,10 +17,11 @@ extra 5-15 ms so later datagrams overtake them; `--dup` percent are sent twice.
 Every client address gets its own socket towards the target, so several clients (one
 QUIC connection each) share the links, as flows share a real bottleneck. `--rebind-every`
 seconds, each of those sockets is replaced by a new one (a new source port), as a NAT
-rebinds an idle flow or a phone changes networks: the server sees the client move. On SIGTERM it
-prints one JSON line: counts, and per client port the bytes of its datagrams the uplink
-carried (not dropped), in `bin_s` bins from the relay's start (`flows`), from which a
-benchmark reads each flow's share of the bottleneck.
+rebinds an idle flow or a phone changes networks: the server sees the client move. On
+SIGTERM it prints one JSON line: counts (both ways summed, and `up` and `down` apart),
+and per client port the bytes of its datagrams the uplink carried (not dropped), in
+`bin_s` bins from the relay's start (`flows`), from which a benchmark reads each flow's
+share of the bottleneck.
 """
 
 from __future__ import annotations
@@ -223,6 +224,8 @@ class Relay:
         counts = {k: self.up.counts[k] + self.down.counts[k] for k in self.up.counts}
         return {
             **counts,
+            "up": dict(self.up.counts),
+            "down": dict(self.down.counts),
             "send_errors": self.send_errors,
             "rebinds": self.rebinds,
             "bin_s": BIN_S,
