@@ -91,7 +91,10 @@ def measure(
                 if scenario == "lossy":
                     labelled += [("ours", "cubic", f"ours+{name}") for name in variants or ()]
                 for impl, cc, label in labelled:
-                    env = {**os.environ, VARIANT_ENV: label.partition("+")[2]}
+                    variant = label.partition("+")[2]
+                    env = {**os.environ, VARIANT_ENV: variant}
+                    if variant:
+                        env.update(VARIANTS[variant].environment)
                     argv = [
                         sys.executable, "-m", "benchmarks.worker", "--impl", impl,
                         "--scenario", scenario, "--loop", loop, "--timeout", "300",

@@ -15,13 +15,20 @@ the library and the variant goes.
   datagram, as raw aioquic's protocol does.
 - `transmit_now_client`, `transmit_now_server`: the same in one process only (in the
   lossy upload the client sends the data and the server the ACKs).
+- `patches_off`: every optimisation of `transport/_aioquic` switched off but the pacer
+  (`PYWEBTRANSPORT_AIOQUIC_PATCHES`, set in the processes' environment before they
+  import the library), so ours runs aioquic as the tuned baseline does, under its own
+  layer.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+from pywebtransport.transport._aioquic.features import FEATURES
 
 ENV = "PWT_BENCH_VARIANT"
 
@@ -38,11 +45,31 @@ def _transmit_now() -> None:
     ConnectionEngine.end_receive = end_receive  # type: ignore[method-assign]
 
 
-# name -> (change, the processes it applies in)
-VARIANTS: dict[str, tuple[Callable[[], None], frozenset[str]]] = {
-    "transmit_now": (_transmit_now, frozenset({"client", "server"})),
-    "transmit_now_client": (_transmit_now, frozenset({"client"})),
-    "transmit_now_server": (_transmit_now, frozenset({"server"})),
+BOTH = frozenset({"client", "server"})
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A candidate change: code to run at start-up, and variables for the environment."""
+
+    change: Callable[[], None] | None = None
+    roles: frozenset[str] = BOTH
+    """The processes `change` applies in (`"client"`, `"server"`)."""
+    environment: Mapping[str, str] = field(default_factory=dict)
+    """Set for both processes before they start (`benchmarks/lossy.py` does it)."""
+
+
+_OPTIMISATIONS_BUT_PACER = ",".join(
+    sorted(name for name, feature in FEATURES.items() if not feature.essential and name != "pacer")
+)
+
+VARIANTS: dict[str, Variant] = {
+    "transmit_now": Variant(_transmit_now),
+    "transmit_now_client": Variant(_transmit_now, frozenset({"client"})),
+    "transmit_now_server": Variant(_transmit_now, frozenset({"server"})),
+    "patches_off": Variant(
+        environment={"PYWEBTRANSPORT_AIOQUIC_PATCHES": _OPTIMISATIONS_BUT_PACER}
+    ),
 }
 
 
@@ -63,7 +90,7 @@ def apply_from_environment(role: str) -> str | None:
         return None
     if name not in VARIANTS:
         raise ValueError(f"{ENV}={name!r}: unknown variant; known: {', '.join(VARIANTS)}")
-    change, roles = VARIANTS[name]
-    if role in roles:
-        change()
+    variant = VARIANTS[name]
+    if variant.change is not None and role in variant.roles:
+        variant.change()
     return name

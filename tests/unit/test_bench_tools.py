@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks import variants
 from benchmarks.lossy import summary
 
+from pywebtransport.transport._aioquic.features import parse_patch_setting
 from pywebtransport.transport._engine import ConnectionEngine
 
 pytestmark = pytest.mark.timeout(10)
@@ -84,3 +85,10 @@ def test_the_summary_counts_rounds_won_pairwise() -> None:
     assert "- 20ms, loss1_MiBps: 2 of 3 against stock, 2 of 3 against tuned" in text
     assert "rounds won: 2 of 3 against ours, 1 of 3 against stock, 2 of 3 against tuned" in text
     assert "1.50 (0.50-3.00) (1.50x ours)" in text
+
+
+def test_patches_off_switches_off_every_optimisation_but_the_pacer() -> None:
+    setting = variants.VARIANTS["patches_off"].environment["PYWEBTRANSPORT_AIOQUIC_PATCHES"]
+    off = parse_patch_setting(setting)  # the library accepts it: every name is known
+    assert "pacer" not in off
+    assert off | {"pacer"} == parse_patch_setting("off")
