@@ -15,6 +15,10 @@ the library and the variant goes.
   datagram, as raw aioquic's protocol does.
 - `transmit_now_client`, `transmit_now_server`: the same in one process only (in the
   lossy upload the client sends the data and the server the ACKs).
+- `ack_due`: the engine transmits at the end of a receive batch at once only when an
+  ACK is due by then (aioquic's `ack_at`, 1 ms after the first unacknowledged packet),
+  and defers as now otherwise: raw aioquic's ACK rate, keeping the answers-with-the-ACK
+  of the deferral for everything else.
 - `patches_off`: every optimisation of `transport/_aioquic` switched off but the pacer
   (`PYWEBTRANSPORT_AIOQUIC_PATCHES`, set in the processes' environment before they
   import the library), so ours runs aioquic as the tuned baseline does, under its own
@@ -45,6 +49,22 @@ def _transmit_now() -> None:
     ConnectionEngine.end_receive = end_receive  # type: ignore[method-assign]
 
 
+def _ack_due() -> None:
+    from pywebtransport.transport._engine import ConnectionEngine
+
+    deferred: Callable[[Any], None] = ConnectionEngine.end_receive
+
+    def end_receive(self: Any) -> None:
+        deferred(self)
+        now = self.loop.time()
+        if any(
+            space.ack_at is not None and space.ack_at <= now for space in self.quic._spaces.values()
+        ):
+            self.transmit()
+
+    ConnectionEngine.end_receive = end_receive  # type: ignore[method-assign]
+
+
 BOTH = frozenset({"client", "server"})
 
 
@@ -67,6 +87,7 @@ VARIANTS: dict[str, Variant] = {
     "transmit_now": Variant(_transmit_now),
     "transmit_now_client": Variant(_transmit_now, frozenset({"client"})),
     "transmit_now_server": Variant(_transmit_now, frozenset({"server"})),
+    "ack_due": Variant(_ack_due),
     "patches_off": Variant(
         environment={"PYWEBTRANSPORT_AIOQUIC_PATCHES": _OPTIMISATIONS_BUT_PACER}
     ),
