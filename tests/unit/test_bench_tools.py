@@ -34,6 +34,8 @@ def engine_restored(monkeypatch: pytest.MonkeyPatch) -> None:
         ("transmit_now_client", "client", True),
         ("transmit_now_client", "server", False),
         ("transmit_now_server", "client", False),
+        ("ack_due", "server", True),
+        ("patches_off", "client", False),  # its change is the environment lossy.py sets
     ],
 )
 def test_a_variant_changes_only_the_processes_it_names(
