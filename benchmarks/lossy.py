@@ -198,7 +198,7 @@ def summary(records: list[dict[str, Any]]) -> str:
             if not mine[0]:
                 continue  # the variant did not run on this path
             base = _cell(figures.get((case, key, "ours", "cubic"), []))
-            ratio = f"{mine[0] / base[0]:.2f}x ours" if mine[0] and base[0] else "-"
+            ratio = f"{mine[0] / base[0]:.2f}x ours" if base[0] else "-"
             lines.append(f"- {case}, {key}: {mine[1]} ({ratio}); rounds won: {text}")
     lines += [
         "",
