@@ -35,6 +35,7 @@ def engine_restored(monkeypatch: pytest.MonkeyPatch) -> None:
         ("transmit_now_client", "server", False),
         ("transmit_now_server", "client", False),
         ("ack_due", "server", True),
+        ("ack_gap", "client", True),
         ("patches_off", "client", False),  # its change is the environment lossy.py sets
     ],
 )
