@@ -23,9 +23,10 @@ the library and the variant goes.
   aioquic's owed ACK due now, then transmits) when an ACK is owed and the packets it
   acknowledges have a gap (a packet number never arrived: lost, or overtaken), and
   defers as now otherwise: TCP's immediate ACK of out-of-order data, and RFC 9000
-  section 13.2.1's, for as long as the gap is reported. A path without loss never has
-  a gap, so its ACK rate and cost stay as they are; `ack_due`'s rate cost 9-12 % of
-  loopback bulk on uvloop.
+  section 13.2.1's, for as long as the gap is reported. A path that neither loses nor
+  reorders never has a gap, so its ACK rate and cost stay as they are (`ack_due`'s rate
+  cost 9-12 % of loopback bulk on uvloop); on a path that reorders by more than three
+  packets, the sender takes the reported gaps for losses.
 - `patches_off`: every optimisation of `transport/_aioquic` switched off but the pacer
   (`PYWEBTRANSPORT_AIOQUIC_PATCHES`, set in the processes' environment before they
   import the library), so ours runs aioquic as the tuned baseline does, under its own
