@@ -93,3 +93,28 @@ def test_a_path_model_decides_when_each_datagram_arrives() -> None:
         (0.02, b"\x03"),
         (0.03, b"\x02"),
     ]
+
+
+def test_datagrams_a_path_model_gives_one_arrival_time_arrive_in_the_order_sent() -> None:
+    # A model that keeps order (the relay's `Link` with a fixed delay) gives datagrams
+    # sent together the same arrival time; the loop must not reorder them.
+    async def main(loop: VirtualLoop) -> list[int]:
+        arrived: list[int] = []
+
+        def path(data: bytes, source: object, destination: object, now: float) -> list[float]:
+            return [now + 0.010]
+
+        loop.network.path = path
+
+        class Receiver(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: object) -> None:
+                arrived.append(data[0])
+
+        await loop.create_datagram_endpoint(Receiver, local_addr=("127.0.0.1", 5000))
+        sender, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol)
+        for number in range(64):
+            sender.sendto(bytes([number]), ("127.0.0.1", 5000))
+        await asyncio.sleep(0.1)
+        return arrived
+
+    assert run_virtual(main) == list(range(64))
