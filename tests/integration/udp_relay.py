@@ -38,6 +38,7 @@ from typing import Any
 
 BIN_S = 0.25
 _BUFFER = 4 * 1024 * 1024
+_TIE = 1e-9  # seconds between dues that would tie
 
 
 class Link:
@@ -118,8 +119,10 @@ class Link:
                 due += self.rng.uniform(0.005, 0.015)
                 self.counts["reordered"] += 1
             else:
-                # Jitter alone keeps order, as on a real path: never before the last one.
-                due = max(due, self._last_due)
+                # Jitter alone keeps order, as on a real path: after the last one, never
+                # at the same time, since a loop runs timers of equal deadline in no
+                # fixed order (a nanosecond is above a float's resolution at loop times).
+                due = max(due, self._last_due + _TIE)
                 self._last_due = due
             dues.append(due)
             self.counts["forwarded"] += 1
