@@ -585,7 +585,8 @@ def _silent_seconds(report: dict[str, Any]) -> float:
 async def lossy(ctx: Any) -> dict[str, Any]:
     """Upload through the relay, which drops the given percentage of datagrams each way
     (`lossy_burst`: in bursts of that mean length) and delays each by half the RTT (or
-    by `lossy_up_ms` / `lossy_down_ms`); the server returns the SHA-256 of what it
+    by `lossy_up_ms` / `lossy_down_ms`; `lossy_reorder` percent wait 5-15 ms more, so
+    that later datagrams overtake them); the server returns the SHA-256 of what it
     received, which must match."""
     p = ctx.params
     size, half = p["lossy_size"], p["lossy_rtt_ms"] / 2
@@ -593,6 +594,7 @@ async def lossy(ctx: Any) -> dict[str, Any]:
         "--delay-up", str(p.get("lossy_up_ms", half)),
         "--delay-down", str(p.get("lossy_down_ms", half)),
         "--burst", str(p.get("lossy_burst", 1)),
+        "--reorder", str(p.get("lossy_reorder", 0)),
     )  # fmt: skip
     out: dict[str, Any] = {}
     for loss in p["loss_pcts"]:

@@ -7,7 +7,8 @@
 Every case runs through the path model of tests/integration/udp_relay.py (seeded):
 
 - lossy: 4 MiB uploads at 20 ms RTT with 0, 1, 5 % random loss each way; 2 % in bursts
-  of 4 datagrams on average; 100 ms with 1 %; and a one-way delay that differs by
+  of 4 datagrams on average; 1 % reordered (held 5-15 ms, so that dozens of later
+  datagrams overtake each) without loss; 100 ms with 1 %; and a one-way delay that differs by
   direction (5 ms up, 45 ms down) with 1 %;
 - bottleneck: an 8 MiB upload through 20 Mbit/s with a 64-datagram drop-tail queue at
   20 ms, with 64 B echo round trips on the same connection, idle and during it;
@@ -45,6 +46,10 @@ BOTTLENECK = {"bn_mbps": 20, "bn_queue": 64, "bn_rtt_ms": 20}
 CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "20ms": ("lossy", {**LOSSY, "loss_pcts": [0, 1, 5], "lossy_rtt_ms": 20}),
     "20ms burst 4": ("lossy", {**LOSSY, "loss_pcts": [2], "lossy_rtt_ms": 20, "lossy_burst": 4}),
+    "20ms reorder 1": (
+        "lossy",
+        {**LOSSY, "loss_pcts": [0], "lossy_rtt_ms": 20, "lossy_reorder": 1},
+    ),
     "100ms": ("lossy", {**LOSSY, "loss_pcts": [1], "lossy_rtt_ms": 100}),
     "5ms up 45ms down": (
         "lossy",
