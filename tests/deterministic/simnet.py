@@ -105,6 +105,10 @@ class SimNetwork:
         """Replaces `delay`, `jitter` and `drop` when set: called for each datagram
         (data, source, destination, now), it returns the virtual times at which copies
         arrive (none: dropped), as `Link.admit` of tests/integration/udp_relay.py does."""
+        self.receive_cost = 0.0
+        """Virtual seconds each delivered datagram takes its receiver (CPU time): the
+        clock moves on by this much after the receiver has processed it, so that
+        datagrams arriving together are processed over time, as on a busy host."""
         self.sent = 0
         self.dropped = 0
         self._next_port = 40000
@@ -158,6 +162,7 @@ class SimNetwork:
         transport = self.hosts.get(destination)
         if transport is not None:
             transport.deliver(data, source)
+            self.loop.advance(self.receive_cost)
 
 
 class _MemoryTransport(asyncio.DatagramTransport):

@@ -35,7 +35,7 @@ def engine_restored(monkeypatch: pytest.MonkeyPatch) -> None:
         ("transmit_now_client", "server", False),
         ("transmit_now_server", "client", False),
         ("ack_due", "server", True),
-        ("ack_gap", "client", True),
+        ("prompt_acks_off", "server", False),  # the library's feature, off by environment
         ("patches_off", "client", False),  # its change is the environment lossy.py sets
     ],
 )
@@ -88,6 +88,11 @@ def test_the_summary_counts_rounds_won_pairwise() -> None:
     assert "- 20ms, loss1_MiBps: 2 of 3 against stock, 2 of 3 against tuned" in text
     assert "rounds won: 2 of 3 against ours, 1 of 3 against stock, 2 of 3 against tuned" in text
     assert "1.50 (0.50-3.00) (1.50x ours)" in text
+
+
+def test_prompt_acks_off_switches_off_only_that_feature() -> None:
+    setting = variants.VARIANTS["prompt_acks_off"].environment["PYWEBTRANSPORT_AIOQUIC_PATCHES"]
+    assert parse_patch_setting(setting) == {"prompt_acks"}
 
 
 def test_patches_off_switches_off_every_optimisation_but_the_pacer() -> None:

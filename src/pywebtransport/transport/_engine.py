@@ -317,9 +317,10 @@ class ConnectionEngine(asyncio.DatagramProtocol):
         self.receiving = False
         if self._blocked or self._stream_credit_waiters:
             self._wake_blocked()
-        if self._answered:
+        if _aioquic.hasten_ack(self.quic, self.loop.time()) or self._answered:
             # Something was queued while the batch ran (an event handler's answer,
-            # a reply of the protocol's own): it leaves now, with the ACK.
+            # a reply of the protocol's own): it leaves now, with the ACK. So does
+            # the ACK of packets with a gap: the sender needs it to detect a loss.
             self._answered = False
             self.transmit()
             return

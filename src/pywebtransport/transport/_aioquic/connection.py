@@ -426,3 +426,39 @@ def set_stream_window(quic: QuicConnection, stream_id: int, limit: int) -> None:
         stream.max_stream_data_local = limit
         if enabled("stream_scheduling"):
             owe(quic, stream)
+
+
+# --------------------------------------------------------------------------- acknowledgements
+
+
+def hasten_ack(quic: QuicConnection, now: float) -> bool:
+    """Make an owed ACK due now while the peer's packets have a gap.
+
+    aioquic acknowledges 1 ms (its ACK delay) after the first packet it owes an
+    ACK for, whatever arrived; the engine's deferred transmit adds up to two
+    loop iterations. A gap in the packet numbers received (a packet lost, or
+    overtaken) is news the sender needs at once: it declares a packet lost when
+    later ones are acknowledged. RFC 9000 section 13.2.1 asks for an ACK
+    without delay of a packet that arrives out of order; this goes on doing so
+    while the gap is reported, as TCP acknowledges every segment while it holds
+    a hole. On a path without loss or reordering there is no gap and nothing
+    changes.
+
+    Args:
+        quic: The connection.
+        now: The loop's time.
+
+    Returns:
+        True when an ACK is now due (the caller transmits); False when none is
+        owed, the packets have no gap, or the feature is off.
+    """
+    if not enabled("prompt_acks"):
+        return False
+    tuned: Any = quic
+    space = tuned._spaces.get(Epoch.ONE_RTT)
+    if space is None or space.ack_at is None or len(space.ack_queue) < 2:
+        return False
+    # Ranges older than the last ACK the peer acknowledged are trimmed, so a gap
+    # stays reported until the peer has heard of it.
+    space.ack_at = now
+    return True

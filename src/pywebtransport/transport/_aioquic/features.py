@@ -248,6 +248,15 @@ FEATURES: Final[dict[str, Feature]] = {
             essential=True,
         ),
         Feature(
+            "prompt_acks",
+            "while the peer's packets have a gap (one lost or overtaken), an owed ACK leaves at "
+            "the end of the receive batch instead of after aioquic's 1 ms ACK delay and the "
+            "deferred transmit (RFC 9000 section 13.2.1, as TCP for out-of-order data): a "
+            "sender on a lossy path detects its losses sooner",
+            "ACKs keep aioquic's delay and the deferred transmit after a loss too",
+            relies_on=("QuicConnection._write_application",),
+        ),
+        Feature(
             "batch_reads",
             "under asyncio's selector loop, datagrams already queued on a socket are read in "
             "one go (one ACK and one transmit per batch, as uvloop does)",

@@ -13,7 +13,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionId
 from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.packet_builder import QuicPacketBuilder
-from aioquic.quic.recovery import QuicPacketPacer
+from aioquic.quic.recovery import QuicPacketPacer, QuicPacketSpace
 from aioquic.quic.stream import QuicStream
 
 from .checks import Mismatch, has, logic_digest, params, require
@@ -201,6 +201,9 @@ def _check(name: str, quic: QuicConnection, stream: QuicStream, h3: H3Connection
         has(quic, "_remote_max_datagram_frame_size", "_max_datagram_size")
     elif name == "peer_certificate":
         has(_tls_context_class(), "_peer_certificate")
+    elif name == "prompt_acks":
+        has(quic, "_spaces")
+        has(QuicPacketSpace(), "ack_at", "ack_queue")
     elif name == "batch_reads":
         pass  # checked per transport: `selector_socket` finds the socket or returns None
 
