@@ -35,6 +35,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from .common import git_info
 from .variants import ENV as VARIANT_ENV
 from .variants import VARIANTS
 
@@ -64,14 +65,6 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
 RUNS = (("ours", "cubic"), ("ours", "bbr"), ("rawh3", "cubic"), ("rawh3t", "cubic"))
 
 
-def _git() -> dict[str, Any]:
-    def run(*argv: str) -> str:
-        return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    dirty = bool(run("git", "status", "--short", "src"))
-    return {"rev": run("git", "rev-parse", "HEAD"), "dirty": dirty}
-
-
 def measure(
     rounds: int,
     out: Path,
@@ -81,7 +74,7 @@ def measure(
     variants: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
-    git = _git()
+    git = git_info()
     chosen = {case: CASES[case] for case in cases} if cases else CASES
     with out.open("w") as sink:
         for round_ in range(rounds):

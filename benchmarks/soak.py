@@ -35,7 +35,6 @@ import json
 import os
 import signal
 import ssl
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -46,7 +45,7 @@ from tests.integration.crowd import RawClient, ServerProcess, close_all, crowd_h
 from pywebtransport import ClientConfig, ServerConfig, WebTransportClient, WebTransportSession
 from pywebtransport.shared.exceptions import WebTransportError
 
-from .common import free_udp_port, machine_info, make_cert
+from .common import free_udp_port, git_info, machine_info, make_cert
 
 ROOT = Path(__file__).resolve().parent.parent
 RELAY = ROOT / "tests" / "integration" / "udp_relay.py"
@@ -55,18 +54,12 @@ FAILURES = (WebTransportError, TimeoutError, OSError, AssertionError)
 
 
 def git_revision() -> str:
-    """Short commit of the checkout, with ``-dirty`` when tracked files differ from it."""
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "diff", "--quiet", "HEAD"]).returncode
-    except (OSError, subprocess.CalledProcessError):
+    """Short commit of the checkout, with ``-dirty`` when its code (src/, benchmarks/) differs
+    from it; results written by earlier runs do not count."""
+    info = git_info()
+    if info["rev"] is None:
         return "unknown"
-    return rev + ("-dirty" if dirty else "")
+    return str(info["rev"])[:7] + ("-dirty" if info["dirty"] else "")
 
 
 class Soak:

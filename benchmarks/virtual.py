@@ -30,7 +30,6 @@ import contextlib
 import json
 import random
 import statistics
-import subprocess
 import sys
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -41,7 +40,7 @@ from aioquic.asyncio.server import QuicServer
 from aioquic.quic.connection import QuicConnection
 
 from . import load, ours, raw
-from .common import SETTINGS, make_cert
+from .common import SETTINGS, git_info, make_cert
 from .lossy import CASES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +64,11 @@ def _install_path(loop: VirtualLoop, seed: int, params: dict[str, Any], loss: fl
     """The relay's path model on the virtual network; returns its two links."""
     half = params["lossy_rtt_ms"] / 2
     rng = random.Random(seed)
-    common = {"loss": loss, "burst": float(params.get("lossy_burst", 1))}
+    common = {
+        "loss": loss,
+        "burst": float(params.get("lossy_burst", 1)),
+        "reorder": float(params.get("lossy_reorder", 0)),
+    }
     up_ms, down_ms = params.get("lossy_up_ms", half), params.get("lossy_down_ms", half)
     up = Link(rng, delay=(up_ms / 1000, up_ms / 1000), **common)
     down = Link(rng, delay=(down_ms / 1000, down_ms / 1000), **common)
@@ -173,16 +176,6 @@ def _one(job: tuple[str, str, str, float, int]) -> dict[str, Any]:
     return run_one(*job)
 
 
-def _git() -> dict[str, Any]:
-    def run(*argv: str) -> str:
-        return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    return {
-        "rev": run("git", "rev-parse", "HEAD"),
-        "dirty": bool(run("git", "status", "-s", "src")),
-    }
-
-
 def measure(
     seeds: int, jobs: int, out: Path, cases: list[str] | None, runs: tuple[tuple[str, str], ...]
 ) -> list[dict[str, Any]]:
@@ -193,7 +186,7 @@ def measure(
         for case, loss in points
         for impl, cc in runs
     ]
-    git = _git()
+    git = git_info()
     records = []
     with out.open("w") as sink, ProcessPoolExecutor(jobs) as pool:
         for record in pool.map(_one, work):
